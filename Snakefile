@@ -1,0 +1,18 @@
+# lmcal: calibration and scaling studies of language models. See README.md.
+from snakemake.utils import min_version
+
+min_version("9.19")
+
+
+configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/ladder.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        lmcal.config.final_targets(config),

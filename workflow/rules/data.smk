@@ -1,0 +1,40 @@
+# Documents and pretrained models: everything a study reads, prepared once and recorded.
+
+
+rule prepare_dataset:
+    output:
+        documents="results/data/{dataset}/documents.parquet",
+        manifest="results/data/{dataset}/manifest.json",
+    params:
+        spec=lookup(dpath="datasets/{dataset}", within=config),
+    log:
+        "results/logs/prepare_dataset/{dataset}.log",
+    benchmark:
+        "results/benchmarks/prepare_dataset/{dataset}.tsv"
+    conda:
+        "../../envs/lmcal.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    script:
+        "../scripts/prepare_dataset.py"
+
+
+rule cache_model:
+    output:
+        info="results/models/{model}/model_info.json",
+    wildcard_constraints:
+        model="|".join(config["models"]) or "NO_MODELS",
+    params:
+        spec=lookup(dpath="models/{model}", within=config),
+    log:
+        "results/logs/cache_model/{model}.log",
+    benchmark:
+        "results/benchmarks/cache_model/{model}.tsv"
+    conda:
+        "../../envs/lmcal.yaml"
+    threads: 1
+    resources:
+        mem_mb=8000,
+    script:
+        "../scripts/cache_model.py"

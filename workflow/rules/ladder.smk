@@ -1,0 +1,79 @@
+# The model ladder: a BPE tokenizer and small Llama models trained on the default corpora.
+
+
+rule train_tokenizer:
+    input:
+        documents=expand("results/data/{dataset}/documents.parquet", dataset=config["ladder"]["datasets"]),
+    output:
+        tokenizer="results/ladder/tokenizer/tokenizer.json",
+        tokens="results/ladder/tokens.safetensors",
+        manifest="results/ladder/tokens.json",
+    params:
+        vocab_size=config["ladder"]["vocab_size"],
+        tokenizer_chars=config["ladder"]["tokenizer_chars"],
+        eval_fraction=config["ladder"]["eval_fraction"],
+        seed=config["seed"],
+    log:
+        "results/logs/train_tokenizer/train_tokenizer.log",
+    benchmark:
+        "results/benchmarks/train_tokenizer/train_tokenizer.tsv"
+    conda:
+        "../../envs/lmcal.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    script:
+        "../scripts/train_tokenizer.py"
+
+
+rule train_ladder_model:
+    input:
+        tokenizer="results/ladder/tokenizer/tokenizer.json",
+        tokens="results/ladder/tokens.safetensors",
+    output:
+        info="results/models/ladder-{size}/model_info.json",
+        history="results/ladder/history/ladder-{size}.parquet",
+    params:
+        arch=lookup(dpath="ladder/sizes/{size}", within=config),
+        steps=config["ladder"]["steps"],
+        batch_size=config["ladder"]["batch_size"],
+        seq_len=config["ladder"]["seq_len"],
+        lr=config["ladder"]["lr"],
+        warmup_steps=config["ladder"]["warmup_steps"],
+        eval_tokens=config["ladder"]["eval_tokens"],
+        seed=config["seed"],
+        checkpoint_dir="results/ladder/checkpoints/ladder-{size}",
+    log:
+        "results/logs/train_ladder_model/{size}.log",
+    benchmark:
+        "results/benchmarks/train_ladder_model/{size}.tsv"
+    conda:
+        "../../envs/lmcal.yaml"
+    threads: config["ladder"]["threads"]
+    resources:
+        mem_mb=4000,
+    script:
+        "../scripts/train_ladder_model.py"
+
+
+rule ladder_summary:
+    input:
+        infos=expand("results/models/ladder-{size}/model_info.json", size=config["ladder"]["sizes"]),
+        histories=expand("results/ladder/history/ladder-{size}.parquet", size=config["ladder"]["sizes"]),
+    output:
+        table="results/ladder/ladder.parquet",
+        figure="results/ladder/loss_vs_size.png",
+        summary="results/ladder/summary.json",
+    params:
+        sizes=list(config["ladder"]["sizes"]),
+    log:
+        "results/logs/ladder_summary/ladder_summary.log",
+    benchmark:
+        "results/benchmarks/ladder_summary/ladder_summary.tsv"
+    conda:
+        "../../envs/lmcal.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+    script:
+        "../scripts/ladder_summary.py"

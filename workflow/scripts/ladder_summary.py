@@ -1,0 +1,19 @@
+"""Adapter: one row per ladder model (parameters, held-out loss), a loss-vs-size figure and the summary."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+from lmcal import io, ladder
+from lmcal.figures.ladder import plot_ladder
+from lmcal.tracking import job_run
+
+with job_run(snakemake) as run:
+    infos = [io.read_json(p) for p in snakemake.input.infos]
+    histories = [io.read_parquet(p) for p in snakemake.input.histories]
+    table = ladder.ladder_table(infos, [i["extra"]["heldout_loss"] for i in infos])
+    summary = ladder.ladder_summary(table)
+    fig = plot_ladder(table, histories, [i["name"] for i in infos])
+    io.write_parquet(table, snakemake.output.table)
+    io.save_figure(fig, snakemake.output.figure)
+    io.write_json(summary, snakemake.output.summary)
+    run.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})
