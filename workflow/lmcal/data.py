@@ -98,7 +98,9 @@ def iter_local(path: str, text_field: str = "text", id_field: str | None = None)
     """Local files through `datasets`: .txt (one document per file), .jsonl/.json, .parquet, .csv."""
     import datasets
 
-    files = sorted(Path().glob(path)) if any(c in path for c in "*?[") else [Path(path)]
+    import glob
+
+    files = sorted(map(Path, glob.glob(path))) if any(c in path for c in "*?[") else [Path(path)]
     if not files or not all(f.exists() for f in files):
         raise FileNotFoundError(f"data: no local files match {path!r}")
     suffix = files[0].suffix.lower()

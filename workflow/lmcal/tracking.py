@@ -267,15 +267,17 @@ def _redirect_to(log_path: str | None) -> Iterator[None]:
         return
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
     sys.stdout.flush(), sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
+    saved_fds, saved_streams = (os.dup(1), os.dup(2)), (sys.stdout, sys.stderr)
     with open(log_path, "a", buffering=1) as fh:
         os.dup2(fh.fileno(), 1), os.dup2(fh.fileno(), 2)
+        sys.stdout = sys.stderr = fh
         try:
             yield
         finally:
-            sys.stdout.flush(), sys.stderr.flush()
-            os.dup2(saved[0], 1), os.dup2(saved[1], 2)
-            os.close(saved[0]), os.close(saved[1])
+            fh.flush()
+            sys.stdout, sys.stderr = saved_streams
+            os.dup2(saved_fds[0], 1), os.dup2(saved_fds[1], 2)
+            os.close(saved_fds[0]), os.close(saved_fds[1])
 
 
 @contextlib.contextmanager

@@ -1,0 +1,43 @@
+"""Shared fixtures: tiny random-initialised models and an isolated MLflow store. Nothing touches a hub."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Tests never see a GPU (CI has none) and never reach a hub.
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+
+@pytest.fixture
+def tiny_model_dir(tmp_path: Path) -> Path:
+    """A saved tiny Llama with its own byte-level BPE tokenizer and model_info.json (like results/models/*)."""
+    from lmcal import ladder, models
+
+    texts = ["the quick brown fox jumps over the lazy dog " * 20, "def f(x):\n    return x + 1\n" * 20]
+    tok = ladder.train_bpe_tokenizer(texts, vocab_size=300)
+    model = ladder.build_llama(len(tok), 32, 2, 4, max_position=256, seed=0, eos_token_id=tok.eos_token_id,
+                               pad_token_id=tok.pad_token_id)
+    info = models.describe(model, tok, name="tiny", source="test", origin=None, revision=None)
+    out = tmp_path / "models" / "tiny"
+    models.save_model_dir(model, tok, info, out)
+    return out
+
+
+@pytest.fixture
+def mlflow_store(tmp_path: Path, monkeypatch) -> str:
+    """A fresh sqlite MLflow store under tmp_path; returns its URI."""
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("LMCAL_ROOT", str(tmp_path))
+    monkeypatch.delenv("LMCAL_PARENT_RUN_ID", raising=False)
+    torch.manual_seed(0)
+    return uri

@@ -1,0 +1,44 @@
+"""Dry runs, lint and config failures of the Snakemake workflow (subprocess; no job is executed)."""
+
+import time
+
+import yaml
+
+from workflow_utils import REPO, job_counts, snakemake
+
+
+def test_tiny_dry_run_plans_every_study(tmp_path):
+    res = snakemake(tmp_path, "-n", "--cores", "2")
+    assert res.returncode == 0, res.stderr[-3000:]
+    counts = job_counts(res.stdout)
+    tiny = yaml.safe_load((REPO / "tests" / "config" / "tiny.yaml").read_text())
+    assert counts["prepare_dataset"] == len(tiny["datasets"])
+    assert counts["train_ladder_model"] == len(tiny["ladder"]["sizes"])
+    assert counts["train_tokenizer"] == 1 and counts["ladder_summary"] == 1
+
+
+def test_default_config_dry_run(tmp_path):
+    res = snakemake(tmp_path, "-n", "--cores", "2", config=REPO / "config" / "config.yaml")
+    assert res.returncode == 0, res.stderr[-3000:]
+    counts = job_counts(res.stdout)
+    assert counts["train_ladder_model"] >= 6
+    assert counts["cache_model"] >= 1
+
+
+def test_unknown_dataset_fails_fast_naming_the_key(tmp_path):
+    bad = yaml.safe_load((REPO / "tests" / "config" / "tiny.yaml").read_text())
+    bad["ladder"]["datasets"] = ["shakespeare", "wikitxt"]
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text(yaml.safe_dump(bad))
+    t0 = time.perf_counter()
+    res = snakemake(tmp_path, "--cores", "2", config=cfg)
+    elapsed = time.perf_counter() - t0
+    assert res.returncode != 0
+    assert "ladder.datasets[1]" in res.stderr and "wikitxt" in res.stderr
+    assert not (tmp_path / "results").exists(), "no job may run on a bad config"
+    print(f"bad config rejected in {elapsed:.1f} s")
+
+
+def test_lint_is_clean(tmp_path):
+    res = snakemake(tmp_path, "--lint")
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
