@@ -87,4 +87,6 @@ def test_ladder_table_flags_non_monotone_losses():
     t = ladder.ladder_table(infos, [3.0, 3.5, 3.2])
     assert list(t["name"]) == ["a", "b", "c"]
     assert list(t["loss_decreases"]) == [True, True, False]
-    assert ladder.ladder_summary(t)["heldout_loss_monotone"] is False
+    summary, fit = ladder.ladder_summary(t, n_boot=20)
+    assert summary["heldout_loss_monotone"] is False
+    assert fit is not None and summary["loss_fit"]["form"] == "power_law"

@@ -266,10 +266,14 @@ def ladder_table(infos: list[dict], final_losses: list[float]) -> "pd.DataFrame"
     return df
 
 
-def ladder_summary(table) -> dict:
-    """Headline numbers of the ladder: size span, losses, monotonicity."""
+def ladder_summary(table, n_boot: int = 200, seed: int = 0) -> tuple[dict, object | None]:
+    """Headline numbers of the ladder (size span, losses, monotonicity) and, with at least 3 sizes, the fit
+    L = E + A·N^(−α) of held-out loss on non-embedding parameters (summed log-space Huber, bootstrap CIs).
+    Returns (summary, fit or None)."""
+    from lmcal.scaling import FitSettings, fit_power_law
+
     n = table["n_params_non_embedding"].to_numpy(float)
-    return {
+    summary = {
         "n_models": int(len(table)),
         "non_embedding_span": float(n.max() / n.min()),
         "heldout_loss_monotone": bool(table["loss_decreases"].all()),
@@ -277,3 +281,9 @@ def ladder_summary(table) -> dict:
         "heldout_loss_largest": float(table["heldout_loss"].iloc[-1]),
         "models": table.to_dict(orient="records"),
     }
+    fit = None
+    if len(table) >= 3:
+        fit = fit_power_law(n, table["heldout_loss"].to_numpy(float), FitSettings(n_boot=n_boot, seed=seed),
+                            progress=False)
+        summary["loss_fit"] = fit.as_dict()
+    return summary, fit

@@ -66,6 +66,8 @@ rule ladder_summary:
         summary="results/ladder/summary.json",
     params:
         sizes=list(config["ladder"]["sizes"]),
+        n_boot=200,
+        seed=config["seed"],
     log:
         "results/logs/ladder_summary/ladder_summary.log",
     benchmark:
