@@ -1,0 +1,24 @@
+# Loss benchmark (label-smoothing spec §4-§6): label-smoothed linear cross-entropy implementations, fwd+bwd.
+#   results/losses/benchmark.parquet   one row per (D, V) x method: time_ms, cpu_ms (CPU), peak_mb, loss
+#   results/losses/summary.json        settings and, per size, time / memory ratios vs naive and vs Liger
+# Not in the default targets: list `losses` in `studies`, or ask for the file. GPU: set losses.device: cuda.
+
+
+rule benchmark_losses:
+    output:
+        table="results/losses/benchmark.parquet",
+        summary="results/losses/summary.json",
+    params:
+        settings=config["losses"],
+    log:
+        "results/logs/benchmark_losses/benchmark_losses.log",
+    benchmark:
+        "results/benchmarks/benchmark_losses/benchmark_losses.tsv"
+    conda:
+        "../../envs/lmcal.yaml"
+    threads: config["losses"]["threads"]
+    resources:
+        mem_mb=12000,
+        gpu=int(config["losses"]["device"] == "cuda"),
+    script:
+        "../scripts/benchmark_losses.py"
