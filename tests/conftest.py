@@ -16,6 +16,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
+# Tiny models run fastest on one thread, and CI shares two cores between pytest and its subprocesses.
+torch.set_num_threads(1)
+
 
 @pytest.fixture
 def tiny_model_dir(tmp_path: Path) -> Path:

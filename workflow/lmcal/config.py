@@ -103,7 +103,7 @@ def check_references(config: dict[str, Any]) -> None:
             raise ConfigError(f"config key studies[{i}]: unknown study {study!r} (known: {', '.join(STUDIES)})")
 
 
-STUDIES = ("ladder", "entropy", "sft", "emergence", "losses")
+STUDIES = ("ladder", "entropy", "calibration", "sft", "emergence", "losses")
 
 
 def final_targets(config: dict[str, Any]) -> list[str]:

@@ -1,0 +1,461 @@
+"""Multiple-choice evaluation sets in one schema.
+
+Every set is a DataFrame with columns ``item_id`` (str, unique), ``question`` (str; the context for HellaSwag),
+``choices`` (list of str), ``gold`` (int index into choices), ``source`` (str) and ``category`` (str: fact field,
+arithmetic operation, MMLU subject, HellaSwag activity).
+
+Offline sets: real-world facts from the ``countryinfo`` package (capital, region, subregion, currency, language,
+demonym; currency and language codes named in English with ``babel``) and seeded arithmetic. Facts are split into
+instruction-tuning and evaluation facts by country (``split_facts``), so no country's facts appear on both sides.
+Hub sets (MMLU, HellaSwag, ARC) load with ``datasets.load_dataset`` or from local parquet/jsonl files of the
+same schema.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import hashlib
+import json
+import os
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+SCHEMA = ("item_id", "question", "choices", "gold", "source", "category")
+FACT_FIELDS = ("capital", "region", "subregion", "currency", "language", "demonym")
+DEFAULT_FIELDS = ("capital", "region", "currency", "language", "demonym")
+# ISO 4217 fund codes and units of account (Swiss WIR, Chilean UF, ...): listed per country but not money in
+# circulation, so never the answer to "what is the currency of".
+FUND_CODES = frozenset({"BOV", "CHE", "CHW", "CLF", "COU", "MXV", "USN", "USS", "UYI", "UYW", "XSU", "XUA"})
+OPERATION_NAMES = {"+": "addition", "-": "subtraction", "*": "multiplication"}
+KINDS = ("countries", "arithmetic", "mmlu", "hellaswag", "arc")
+
+# Several phrasings per field; a fact's phrasing is drawn with the seed so instruction data is not monotone.
+QUESTION_TEMPLATES: dict[str, tuple[str, ...]] = {
+    "capital": ("What is the capital of {country}?", "Which city is the capital of {country}?"),
+    "region": ("In which region of the world is {country}?", "Which world region is {country} part of?"),
+    "subregion": ("In which subregion of the world is {country}?", "Which subregion is {country} part of?"),
+    "currency": ("What is the currency of {country}?", "Which currency is used in {country}?"),
+    "language": ("Which language is spoken in {country}?", "What is a language of {country}?"),
+    "demonym": ("What are people from {country} called?", "What is the demonym of {country}?"),
+}
+
+
+# ---------------------------------------------------------------------------------------------- country facts
+
+
+def _countryinfo_dir() -> Path:
+    import importlib.util
+
+    spec = importlib.util.find_spec("countryinfo")
+    if spec is None or not spec.submodule_search_locations:
+        raise ImportError("the countryinfo package is required for the country evaluation set")
+    return Path(spec.submodule_search_locations[0]) / "data"
+
+
+@functools.lru_cache(maxsize=1)
+def _english():
+    from babel import Locale
+
+    return Locale("en")
+
+
+def _field_values(record: dict[str, Any], field: str) -> list[str]:
+    """All accepted answers of one field for one country record (first = the primary answer)."""
+    if field == "currency":
+        codes = [c for c in (record.get("currencies") or []) if c not in FUND_CODES]
+        names = [_english().currencies.get(code) for code in codes]
+        # CLDR marks superseded currencies "(2000–2016)"; the bare name is what a question expects.
+        raw = [re.sub(r"\s*\(.*\)$", "", n) for n in names if n]
+    elif field == "language":
+        raw = [_english().languages.get(code) for code in (record.get("languages") or [])]
+    elif field == "demonym":
+        raw = str(record.get("demonym") or "").split(",")
+    else:
+        raw = record.get(field)
+        raw = [raw] if isinstance(raw, str) else raw
+    values = []
+    for v in raw or []:
+        v = str(v or "").strip()
+        if v and v.lower() not in {x.lower() for x in values}:
+            values.append(v)
+    return values
+
+
+def country_facts(seed: int = 0, fields: Sequence[str] = DEFAULT_FIELDS) -> pd.DataFrame:
+    """One row per (country, field) fact: ``fact_id, country, field, question, answer, accepted``.
+
+    ``answer`` is the primary answer and ``accepted`` every valid one (e.g. all of a country's languages).
+    Facts whose answer contains the country name or vice versa (Luxembourg's capital, "American Samoan") are
+    dropped because the question gives them away. ``seed`` picks each fact's question phrasing.
+    """
+    bad = [f for f in fields if f not in FACT_FIELDS]
+    if bad or not fields:
+        raise ValueError(f"fields: expected a non-empty subset of {FACT_FIELDS}, got {list(fields)}")
+    rng = np.random.default_rng(seed)
+    rows, seen = [], set()
+    for path in sorted(glob.glob(str(_countryinfo_dir() / "*.json"))):
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
+        country = str(record.get("name") or "").strip()
+        if not country or country in seen:
+            continue
+        seen.add(country)
+        for field in fields:
+            values = _field_values(record, field)
+            if not values or any(v.lower() in country.lower() or country.lower() in v.lower() for v in values):
+                continue
+            templates = QUESTION_TEMPLATES[field]
+            rows.append(
+                {
+                    "fact_id": f"{field}:{country}",
+                    "country": country,
+                    "field": field,
+                    "question": templates[rng.integers(len(templates))].format(country=country),
+                    "answer": values[0],
+                    "accepted": values,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def _unit_hash(text: str) -> float:
+    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2.0**64
+
+
+def is_eval_country(country: str, eval_fraction: float, seed: int = 0) -> bool:
+    """Whether ``country`` belongs to the evaluation side of the split.
+
+    Decided by a hash of (seed, country) alone, so the assignment is the same whatever subset of fields or
+    countries a caller holds, and a larger ``eval_fraction`` only moves countries into evaluation.
+    """
+    if not 0.0 <= eval_fraction <= 1.0:
+        raise ValueError(f"eval_fraction: expected a value in [0, 1], got {eval_fraction}")
+    return _unit_hash(f"{seed}\x00{country}") < eval_fraction
+
+
+def split_facts(
+    facts: pd.DataFrame, eval_fraction: float = 0.5, seed: int = 0
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split facts by country into ``(sft_facts, eval_facts)``; no country appears in both."""
+    if "country" not in facts.columns:
+        raise ValueError("facts: missing column 'country'")
+    is_eval = facts["country"].map(lambda c: is_eval_country(str(c), eval_fraction, seed)).astype(bool)
+    return facts[~is_eval].reset_index(drop=True), facts[is_eval].reset_index(drop=True)
+
+
+def facts_to_mcq(
+    facts: pd.DataFrame, pool: pd.DataFrame | None = None, n_choices: int = 4, seed: int = 0
+) -> pd.DataFrame:
+    """Multiple-choice items from facts, in the evaluation-set schema.
+
+    Distractors are other countries' primary answers of the same field, taken from ``pool`` (default: ``facts``),
+    deduplicated case-insensitively and never equal to any accepted answer of the item; the gold position is
+    uniform. Both draws use ``seed``.
+    """
+    if n_choices < 2:
+        raise ValueError(f"n_choices: expected >= 2, got {n_choices}")
+    pool = facts if pool is None else pool
+    values: dict[str, list[str]] = {}
+    for field, group in pool.groupby("field", sort=True):
+        uniq: dict[str, str] = {}
+        for v in group["answer"]:
+            uniq.setdefault(str(v).lower(), str(v))
+        values[str(field)] = sorted(uniq.values())
+    rng = np.random.default_rng(seed)
+    rows = []
+    for fact in facts.itertuples(index=False):
+        accepted = {str(a).lower() for a in fact.accepted} | {str(fact.answer).lower()}
+        candidates = [v for v in values.get(fact.field, []) if v.lower() not in accepted]
+        if len(candidates) < n_choices - 1:
+            raise ValueError(
+                f"n_choices: field {fact.field!r} has only {len(candidates)} distractors for {fact.fact_id!r}"
+            )
+        distractors = [candidates[i] for i in rng.choice(len(candidates), n_choices - 1, replace=False)]
+        gold = int(rng.integers(n_choices))
+        rows.append(
+            {
+                "item_id": f"countries:{fact.fact_id}",
+                "question": fact.question,
+                "choices": distractors[:gold] + [str(fact.answer)] + distractors[gold:],
+                "gold": gold,
+                "source": "countries",
+                "category": fact.field,
+            }
+        )
+    return check_items(pd.DataFrame(rows, columns=list(SCHEMA)))
+
+
+def _round_robin(groups: list[pd.DataFrame], n: int) -> pd.DataFrame:
+    """Take rows alternately from each group until ``n`` are taken (balances fields, fills from the rest)."""
+    iters = [list(g.itertuples(index=False)) for g in groups]
+    out, k = [], 0
+    while len(out) < n and any(iters):
+        if iters[k % len(iters)]:
+            out.append(iters[k % len(iters)].pop(0))
+        k += 1
+    return pd.DataFrame(out, columns=groups[0].columns)
+
+
+def countries_evalset(
+    n_items: int = 150,
+    n_choices: int = 4,
+    seed: int = 0,
+    fields: Sequence[str] = DEFAULT_FIELDS,
+    eval_fraction: float = 0.5,
+    split_seed: int = 0,
+) -> pd.DataFrame:
+    """Country-fact MCQ from the evaluation side of ``split_facts(..., eval_fraction, split_seed)``.
+
+    Items are balanced across ``fields``; distractors come from every country (values are not facts about the
+    item's country, so they leak nothing).
+    """
+    facts = country_facts(seed, fields)
+    _, eval_facts = split_facts(facts, eval_fraction, split_seed)
+    rng = np.random.default_rng(seed)
+    groups = [g.iloc[rng.permutation(len(g))] for _, g in eval_facts.groupby("field", sort=True)]
+    if n_items < 1 or n_items > len(eval_facts):
+        raise ValueError(f"n_items: expected 1..{len(eval_facts)} (evaluation facts available), got {n_items}")
+    return facts_to_mcq(_round_robin(groups, n_items), pool=facts, n_choices=n_choices, seed=seed)
+
+
+# ------------------------------------------------------------------------------------------------- arithmetic
+
+
+def arithmetic_evalset(
+    n_items: int = 150,
+    n_choices: int = 4,
+    seed: int = 0,
+    max_operand: int = 99,
+    operations: Sequence[str] = ("+", "-", "*"),
+) -> pd.DataFrame:
+    """Seeded "What is a op b?" items with near-miss distractors (±1, ±2, ±10, wrong operation, ...).
+
+    ``category`` names the operation (addition, subtraction, multiplication).
+    """
+    if n_items < 1:
+        raise ValueError(f"n_items: expected >= 1, got {n_items}")
+    if n_choices < 2 or n_choices > 8:
+        raise ValueError(f"n_choices: expected 2..8, got {n_choices}")
+    if max_operand < 2:
+        raise ValueError(f"max_operand: expected >= 2, got {max_operand}")
+    bad = [op for op in operations if op not in ("+", "-", "*")]
+    if bad or not operations:
+        raise ValueError(f"operations: expected a non-empty subset of ['+', '-', '*'], got {list(operations)}")
+    apply = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n_items):
+        op = operations[int(rng.integers(len(operations)))]
+        a, b = (int(x) for x in rng.integers(1, max_operand + 1, size=2))
+        if op == "-" and b > a:
+            a, b = b, a  # keep answers non-negative
+        answer = apply[op](a, b)
+        near = {answer + d for d in (-20, -10, -3, -2, -1, 1, 2, 3, 10, 20)}
+        near |= {apply[o](a, b) for o in ("+", "-", "*")}
+        candidates = sorted(v for v in near if v >= 0 and v != answer)
+        distractors = [candidates[j] for j in rng.choice(len(candidates), n_choices - 1, replace=False)]
+        gold = int(rng.integers(n_choices))
+        choices = [str(v) for v in distractors[:gold] + [answer] + distractors[gold:]]
+        rows.append(
+            {
+                "item_id": f"arithmetic:{seed}:{i}",
+                "question": f"What is {a} {op} {b}?",
+                "choices": choices,
+                "gold": gold,
+                "source": "arithmetic",
+                "category": OPERATION_NAMES[op],
+            }
+        )
+    return check_items(pd.DataFrame(rows, columns=list(SCHEMA)))
+
+
+# --------------------------------------------------------------------------------------------- hub benchmarks
+
+
+def load_records(
+    source: str, *, config: str | None = None, split: str = "test", revision: str | None = None
+) -> pd.DataFrame:
+    """Raw rows of a dataset from a local file/directory (parquet, jsonl, json) or the Hugging Face hub.
+
+    A local directory is read whole, restricted to files whose name contains ``split`` when any do (the hub's
+    parquet export is laid out as ``<config>/<split>-00000-of-00001.parquet``).
+    """
+    path = Path(os.path.expanduser(source))
+    if path.exists():
+        files = [path] if path.is_file() else sorted(
+            p for p in path.rglob("*") if p.suffix in (".parquet", ".jsonl", ".json")
+        )
+        if path.is_dir():
+            if config:
+                files = [p for p in files if config in p.relative_to(path).parts[:-1]] or files
+            files = [p for p in files if split in p.name] or files
+        if not files:
+            raise ValueError(f"source: no parquet/jsonl/json files under {source}")
+        frames = []
+        for p in files:
+            if p.suffix == ".parquet":
+                frames.append(pd.read_parquet(p))
+            elif p.suffix in (".jsonl", ".json"):
+                frames.append(pd.read_json(p, lines=p.suffix == ".jsonl"))
+            else:
+                raise ValueError(f"source: unsupported file type {p.suffix!r} ({p})")
+        return pd.concat(frames, ignore_index=True)
+    import datasets
+
+    ds = datasets.load_dataset(source, config, split=split, revision=revision)
+    return ds.to_pandas()
+
+
+def _as_list(value: Any) -> list:
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return list(value)
+
+
+def mmlu_items(raw: pd.DataFrame, source: str = "mmlu") -> pd.DataFrame:
+    """MMLU rows (``question``, ``choices`` list, ``answer`` int, optional ``subject``) → evaluation schema."""
+    _require(raw, ("question", "choices", "answer"), source)
+    return check_items(
+        pd.DataFrame(
+            {
+                "item_id": [f"{source}:{i}" for i in range(len(raw))],
+                "question": raw["question"].astype(str).str.strip(),
+                "choices": [[str(c) for c in _as_list(cs)] for cs in raw["choices"]],
+                "gold": raw["answer"].astype(np.int64),
+                "source": source,
+                "category": raw["subject"].astype(str) if "subject" in raw else "",
+            }
+        )
+    )
+
+
+def _hellaswag_clean(text: str) -> str:
+    # lm-eval-harness preprocessing: WikiHow artefacts "[title]" and other bracketed tags, doubled spaces.
+    text = text.strip().replace(" [title]", ". ")
+    text = re.sub(r"\[.*?\]", "", text)
+    return text.replace("  ", " ")
+
+
+def hellaswag_items(raw: pd.DataFrame, source: str = "hellaswag") -> pd.DataFrame:
+    """HellaSwag rows (``ctx_a``/``ctx_b`` or ``ctx``, ``endings``, ``label`` str) → evaluation schema.
+
+    Rows without a label (the hidden test split) are dropped. The context is lm-eval's
+    ``activity_label: ctx_a ctx_b.capitalize()``.
+    """
+    _require(raw, ("endings", "label"), source)
+    raw = raw[raw["label"].astype(str).str.strip() != ""].reset_index(drop=True)
+    if "ctx_a" in raw and "ctx_b" in raw:
+        ctx = raw["ctx_a"].astype(str) + " " + raw["ctx_b"].astype(str).str.capitalize()
+    else:
+        _require(raw, ("ctx",), source)
+        ctx = raw["ctx"].astype(str)
+    label = raw["activity_label"].astype(str) if "activity_label" in raw else pd.Series([""] * len(raw))
+    question = [_hellaswag_clean(f"{a}: {c}" if a else c) for a, c in zip(label, ctx)]
+    ids = raw["ind"].astype(str) if "ind" in raw else pd.Series(range(len(raw))).astype(str)
+    return check_items(
+        pd.DataFrame(
+            {
+                "item_id": [f"{source}:{i}" for i in ids],
+                "question": question,
+                "choices": [[_hellaswag_clean(str(e)) for e in _as_list(es)] for es in raw["endings"]],
+                "gold": raw["label"].astype(str).str.strip().astype(np.int64),
+                "source": source,
+                "category": label.to_numpy(),
+            }
+        )
+    )
+
+
+def arc_items(raw: pd.DataFrame, source: str = "arc_easy") -> pd.DataFrame:
+    """ARC rows (``question``, ``choices`` {text, label}, ``answerKey``) → evaluation schema."""
+    _require(raw, ("question", "choices", "answerKey"), source)
+    choices, gold = [], []
+    for i, (cs, key) in enumerate(zip(raw["choices"], raw["answerKey"])):
+        labels = [str(x) for x in _as_list(cs["label"])]
+        if str(key) not in labels:
+            raise ValueError(f"{source}: row {i} answerKey {key!r} is not among labels {labels}")
+        choices.append([str(t) for t in _as_list(cs["text"])])
+        gold.append(labels.index(str(key)))
+    ids = raw["id"].astype(str) if "id" in raw else pd.Series(range(len(raw))).astype(str)
+    return check_items(
+        pd.DataFrame(
+            {
+                "item_id": [f"{source}:{i}" for i in ids],
+                "question": raw["question"].astype(str).str.strip(),
+                "choices": choices,
+                "gold": np.array(gold, dtype=np.int64),
+                "source": source,
+                "category": "",
+            }
+        )
+    )
+
+
+def _require(raw: pd.DataFrame, columns: Sequence[str], source: str) -> None:
+    missing = [c for c in columns if c not in raw.columns]
+    if missing:
+        raise ValueError(f"{source}: missing columns {missing} (have {list(raw.columns)})")
+
+
+def subsample(items: pd.DataFrame, n_items: int | None, seed: int = 0) -> pd.DataFrame:
+    """A seeded sample of ``n_items`` rows in their original order (all rows when ``n_items`` is None)."""
+    if n_items is None or n_items >= len(items):
+        return items.reset_index(drop=True)
+    if n_items < 1:
+        raise ValueError(f"n_items: expected >= 1, got {n_items}")
+    keep = np.sort(np.random.default_rng(seed).choice(len(items), n_items, replace=False))
+    return items.iloc[keep].reset_index(drop=True)
+
+
+def check_items(items: pd.DataFrame) -> pd.DataFrame:
+    """Validate the evaluation-set schema (columns, unique ids, ≥ 2 choices, gold in range); return it."""
+    missing = [c for c in SCHEMA if c not in items.columns]
+    if missing:
+        raise ValueError(f"items: missing columns {missing}")
+    if items["item_id"].duplicated().any():
+        raise ValueError(f"items: duplicate item_id {items['item_id'][items['item_id'].duplicated()].iloc[0]!r}")
+    for row in items.itertuples(index=False):
+        if len(row.choices) < 2 or not 0 <= int(row.gold) < len(row.choices):
+            raise ValueError(f"items: {row.item_id!r} has gold {row.gold} for {len(row.choices)} choices")
+    return items[list(SCHEMA)].reset_index(drop=True)
+
+
+HUB_LOADERS = {"mmlu": mmlu_items, "hellaswag": hellaswag_items, "arc": arc_items}
+
+
+def build_evalset(spec: dict[str, Any]) -> pd.DataFrame:
+    """Build one evaluation set from its config entry (see ``workflow/schemas/calibration.schema.yaml``).
+
+    ``kind`` picks the builder; ``countries``/``arithmetic`` take their keyword arguments from the spec, hub
+    kinds read ``path`` (local file/dir) or ``hub_id`` (+ ``hub_config``, ``split``, ``revision``) and keep a
+    seeded sample of ``n_items``.
+    """
+    kind = spec.get("kind")
+    if kind not in KINDS:
+        raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}")
+    seed, n_items = int(spec.get("seed", 0)), spec.get("n_items")
+    if kind == "countries":
+        return countries_evalset(
+            n_items=int(n_items or 150), n_choices=int(spec.get("n_choices", 4)), seed=seed,
+            fields=tuple(spec.get("fields", DEFAULT_FIELDS)), eval_fraction=float(spec.get("eval_fraction", 0.5)),
+            split_seed=int(spec.get("split_seed", 0)),
+        )
+    if kind == "arithmetic":
+        return arithmetic_evalset(
+            n_items=int(n_items or 150), n_choices=int(spec.get("n_choices", 4)), seed=seed,
+            max_operand=int(spec.get("max_operand", 99)), operations=tuple(spec.get("operations", "+-*")),
+        )
+    source = spec.get("path") or spec.get("hub_id")
+    if not source:
+        raise ValueError(f"path/hub_id: a {kind} evaluation set needs a local path or a hub id")
+    raw = load_records(
+        str(source), config=spec.get("hub_config"), split=spec.get("split", "test"), revision=spec.get("revision")
+    )
+    items = HUB_LOADERS[kind](raw, source=spec.get("name", kind))
+    return subsample(items, None if n_items is None else int(n_items), seed)

@@ -1,0 +1,10 @@
+"""Adapter: build one multiple-choice evaluation set (lmcal.evalsets) in the common schema."""
+
+from lmcal import evalsets, io
+from lmcal.tracking import job_run
+
+with job_run(snakemake) as run:
+    items = evalsets.build_evalset(dict(snakemake.params.spec))
+    io.write_parquet(items, snakemake.output.evalset)
+    run.log_metrics({"n_items": len(items), "mean_choices": float(items["choices"].map(len).mean())})
+    run.log_dataset(items.drop(columns="choices"), name=snakemake.wildcards.evalset, context="evaluation")
