@@ -1,0 +1,316 @@
+"""Batched ancestral sampling with a KV cache that records the exact entropy of every step.
+
+At each step the sampler takes the fp32 logits of the position that predicts the next token, turns them into the
+distribution it samples from (`DecodeConfig.apply`), and records, from that same tensor, the full-vocabulary
+entropy (nats) and the log-probability of the token it drew. No second scoring pass is needed.
+
+Determinism guarantees (CPU, same torch build and thread count):
+
+* Sample ``i`` draws its uniforms from its own stream ``numpy.random.default_rng([seed, i])`` and turns each into a
+  token by inverting the fp64 CDF of the step distribution, so its random numbers never depend on which other
+  samples share its batch, on the batch size or on resuming. The same seed across decodes gives common random
+  numbers (coupled samples), which lowers the variance of comparisons between temperatures.
+* Shards hold fixed, consecutive ``sample_idx`` ranges processed in fixed batches, so a run that is killed and
+  resumed from its last complete shard produces bit-identical output to an uninterrupted run.
+* Across *different* batch sizes the logits can differ in the last float bits (other matmul shapes), so tokens
+  are identical except where such a difference flips an inverse-CDF draw (rare), and entropies agree to ~1e-6.
+
+A sequence ends after it emits an EOS id (the EOS token is kept: its step's entropy is a real step) or after
+``max_new_tokens``; finished rows are dropped from the batch and its KV cache, and the batch stops when every
+row has ended.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from lmcal import io
+from lmcal.transforms import DecodeConfig, entropy
+
+log = logging.getLogger(__name__)
+
+SAMPLE_COLUMNS = ["doc_id", "sample_idx", "prompt_len", "gen_len", "ended_eos", "tokens", "entropy", "logprob"]
+SHARD_RE = re.compile(r"^shard-(\d{5})\.parquet$")
+MANIFEST = "manifest.json"
+
+
+def sample_rng(seed: int, sample_idx: int) -> np.random.Generator:
+    """The private random stream of one sample (independent of batching)."""
+    return np.random.default_rng([int(seed), int(sample_idx)])
+
+
+def draw_from_log_probs(log_probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF draw per row: the first token whose cumulative probability exceeds ``u * total``.
+
+    The CDF is accumulated in fp64 and scaled by its own total, so rounding cannot push the draw past the end;
+    a zero-probability token can never be returned (its CDF equals its predecessor's).
+    """
+    cdf = torch.cumsum(log_probs.double().exp(), dim=-1)
+    target = uniforms.double().unsqueeze(-1) * cdf[:, -1:]
+    idx = torch.searchsorted(cdf, target, right=True).squeeze(-1)
+    return idx.clamp_(max=log_probs.shape[-1] - 1)
+
+
+def left_pad(prompts: Sequence[Sequence[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(input_ids, attention_mask, position_ids) for left-padded prompts; positions count real tokens only."""
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise ValueError("prompts must be a non-empty list of non-empty token lists")
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), int(pad_token_id), dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p):] = torch.as_tensor(list(p), dtype=torch.long)
+        mask[i, width - len(p):] = 1
+    pos = (mask.cumsum(dim=1) - 1).clamp_(min=0)
+    return ids, mask, pos
+
+
+@torch.inference_mode()
+def sample_batch(
+    model,
+    prompts: Sequence[Sequence[int]],
+    rngs: Sequence[np.random.Generator],
+    *,
+    decode: DecodeConfig,
+    max_new_tokens: int,
+    eos_token_ids: Iterable[int],
+    pad_token_id: int = 0,
+    stop_at_eos: bool = True,
+) -> list[dict[str, Any]]:
+    """Sample one continuation per prompt; per row: tokens, entropy (nats), logprob, ended_eos."""
+    from transformers import DynamicCache
+
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if len(rngs) != len(prompts):
+        raise ValueError(f"rngs: need one generator per prompt ({len(prompts)}), got {len(rngs)}")
+    eos = torch.as_tensor(sorted({int(e) for e in eos_token_ids}), dtype=torch.long)
+    ids, mask, pos = left_pad(prompts, pad_token_id)
+    n = len(prompts)
+    rows = [{"tokens": [], "entropy": [], "logprob": [], "ended_eos": False} for _ in range(n)]
+    alive = list(range(n))  # original row of each current batch row
+    cache = DynamicCache(config=model.config)
+    try:  # only the last position's logits are needed after the prompt
+        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True,
+                    logits_to_keep=1)
+    except TypeError:  # architectures without logits_to_keep
+        out = model(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache, use_cache=True)
+    next_pos = pos[:, -1] + 1
+    for step in range(max_new_tokens):
+        lp = decode.apply(out.logits[:, -1, :])
+        ent = entropy(lp)
+        u = torch.tensor([rngs[r].random() for r in alive], dtype=torch.float64)
+        tok = draw_from_log_probs(lp, u)
+        tok_lp = lp.gather(1, tok.unsqueeze(1)).squeeze(1)
+        done = torch.isin(tok, eos) if stop_at_eos else torch.zeros_like(tok, dtype=torch.bool)
+        for r, t, e, lpj, d in zip(alive, tok.tolist(), ent.tolist(), tok_lp.tolist(), done.tolist()):
+            rows[r]["tokens"].append(t)
+            rows[r]["entropy"].append(e)
+            rows[r]["logprob"].append(lpj)
+            rows[r]["ended_eos"] = d
+        if step == max_new_tokens - 1 or bool(done.all()):
+            break
+        if bool(done.any()):  # drop finished rows from the batch and the cache
+            keep = (~done).nonzero().squeeze(1)
+            cache.batch_select_indices(keep)
+            mask, next_pos, tok = mask[keep], next_pos[keep], tok[keep]
+            alive = [alive[k] for k in keep.tolist()]
+        mask = torch.cat([mask, mask.new_ones((len(alive), 1))], dim=1)
+        out = model(input_ids=tok.unsqueeze(1), attention_mask=mask, position_ids=next_pos.unsqueeze(1),
+                    past_key_values=cache, use_cache=True)
+        next_pos = next_pos + 1
+    return rows
+
+
+def _fingerprint(settings: dict[str, Any], prompts: Sequence[Sequence[int]], doc_ids: Sequence[str]) -> str:
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode())
+    for d, p in zip(doc_ids, prompts):
+        h.update(str(d).encode() + b"\0" + np.asarray(p, dtype=np.int64).tobytes())
+    return h.hexdigest()
+
+
+def _complete_shards(shard_dir: Path) -> dict[int, Path]:
+    return {int(m.group(1)): p for p in shard_dir.iterdir() if (m := SHARD_RE.match(p.name))}
+
+
+def prepare_shard_dir(shard_dir: str | os.PathLike, fingerprint: str) -> Path:
+    """Create ``shard_dir``, or reuse it if it holds shards of the same job; stale shards are removed."""
+    shard_dir = Path(shard_dir)
+    manifest = shard_dir / MANIFEST
+    if shard_dir.exists():
+        old = io.read_json(manifest).get("fingerprint") if manifest.exists() else None
+        if old == fingerprint:
+            return shard_dir
+        log.warning("shard dir %s belongs to other settings; discarding its shards", shard_dir)
+        shutil.rmtree(shard_dir)
+    shard_dir.mkdir(parents=True)
+    io.write_json({"fingerprint": fingerprint}, manifest)
+    return shard_dir
+
+
+def generate_samples(
+    model,
+    prompts: Sequence[Sequence[int]],
+    doc_ids: Sequence[str],
+    *,
+    decode: DecodeConfig,
+    max_new_tokens: int,
+    eos_token_ids: Iterable[int],
+    seed: int,
+    shard_dir: str | os.PathLike,
+    batch_size: int = 16,
+    shard_size: int | None = None,
+    samples_per_prompt: int = 1,
+    pad_token_id: int = 0,
+    stop_at_eos: bool = True,
+    keep_shards: bool = False,
+    progress: bool = True,
+    fingerprint_extra: dict[str, Any] | None = None,
+) -> pd.DataFrame:
+    """Sample ``samples_per_prompt`` continuations per prompt, shard by shard, resuming finished shards.
+
+    Sample ``sample_idx = prompt_index * samples_per_prompt + j``. Returns one row per sample with
+    `SAMPLE_COLUMNS`, ordered by ``sample_idx``; ``gen_len`` counts generated tokens including a final EOS.
+    Shards are reused only if settings, prompts and ``fingerprint_extra`` (e.g. the weight files) all match.
+    """
+    if len(prompts) != len(doc_ids):
+        raise ValueError(f"doc_ids: need one per prompt ({len(prompts)}), got {len(doc_ids)}")
+    if batch_size < 1 or samples_per_prompt < 1:
+        raise ValueError(f"batch_size and samples_per_prompt must be >= 1, got {batch_size}, {samples_per_prompt}")
+    shard_size = shard_size or batch_size
+    if shard_size < 1:
+        raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+    eos_token_ids = sorted({int(e) for e in eos_token_ids})
+    settings = dict(decode=decode.to_dict(), max_new_tokens=max_new_tokens, eos_token_ids=eos_token_ids,
+                    seed=seed, batch_size=batch_size, shard_size=shard_size,
+                    samples_per_prompt=samples_per_prompt, pad_token_id=pad_token_id, stop_at_eos=stop_at_eos,
+                    extra=fingerprint_extra or {})
+    shard_dir = prepare_shard_dir(shard_dir, _fingerprint(settings, prompts, doc_ids))
+    n_total = len(prompts) * samples_per_prompt
+    n_shards = -(-n_total // shard_size)
+    done = _complete_shards(shard_dir)
+    bar = tqdm(total=n_total, desc="sampling", unit="seq", disable=not progress)
+    bar.update(sum(min(shard_size, n_total - k * shard_size) for k in done if k < n_shards))
+    for k in range(n_shards):
+        if k in done:
+            continue
+        idx = list(range(k * shard_size, min((k + 1) * shard_size, n_total)))
+        records = []
+        for b in range(0, len(idx), batch_size):
+            batch = idx[b:b + batch_size]
+            batch_prompts = [prompts[i // samples_per_prompt] for i in batch]
+            rows = sample_batch(model, batch_prompts, [sample_rng(seed, i) for i in batch], decode=decode,
+                                max_new_tokens=max_new_tokens, eos_token_ids=eos_token_ids,
+                                pad_token_id=pad_token_id, stop_at_eos=stop_at_eos)
+            for i, p, r in zip(batch, batch_prompts, rows):
+                records.append({"doc_id": str(doc_ids[i // samples_per_prompt]), "sample_idx": i,
+                                "prompt_len": len(p), "gen_len": len(r["tokens"]), **r})
+            bar.update(len(batch))
+        io.write_parquet(samples_frame(records), shard_dir / f"shard-{k:05d}.parquet")
+    bar.close()
+    df = merge_shards(shard_dir, n_shards)
+    if len(df) != n_total or not (df["sample_idx"].to_numpy() == np.arange(n_total)).all():
+        raise RuntimeError(f"shards in {shard_dir} do not cover samples 0..{n_total - 1} exactly once")
+    if not keep_shards:
+        shutil.rmtree(shard_dir, ignore_errors=True)
+    return df
+
+
+def samples_frame(records: list[dict[str, Any]]) -> pd.DataFrame:
+    """Records -> DataFrame with the contract's column order and dtypes (lists as int64 / float64)."""
+    df = pd.DataFrame.from_records(records, columns=SAMPLE_COLUMNS)
+    df["tokens"] = [np.asarray(t, dtype=np.int64) for t in df["tokens"]]
+    df["entropy"] = [np.asarray(t, dtype=np.float64) for t in df["entropy"]]
+    df["logprob"] = [np.asarray(t, dtype=np.float64) for t in df["logprob"]]
+    return df.astype({"sample_idx": "int64", "prompt_len": "int64", "gen_len": "int64", "ended_eos": "bool"})
+
+
+def merge_shards(shard_dir: str | os.PathLike, n_shards: int) -> pd.DataFrame:
+    """Concatenate shards 0..n_shards-1 in order; a missing shard is an error."""
+    shard_dir = Path(shard_dir)
+    missing = [k for k in range(n_shards) if not (shard_dir / f"shard-{k:05d}.parquet").exists()]
+    if missing:
+        raise FileNotFoundError(f"shards missing in {shard_dir}: {missing[:5]}")
+    frames = [pd.read_parquet(shard_dir / f"shard-{k:05d}.parquet") for k in range(n_shards)]
+    return pd.concat(frames, ignore_index=True).sort_values("sample_idx", kind="stable").reset_index(drop=True)
+
+
+# ------------------------------------------------------------------------------------------ workflow step
+
+
+def weights_record(model_dir: str | os.PathLike, model) -> dict[str, Any]:
+    """What was run: weight files (name -> bytes), provenance from model_info.json, dtype and library versions.
+    Sampling and scoring log the same record, so "same weights, same dtype" can be checked from the sidecars."""
+    import transformers
+
+    from lmcal.models import load_model_info
+
+    model_dir = Path(model_dir)
+    info = load_model_info(model_dir)
+    files = {p.name: p.stat().st_size for p in sorted(model_dir.glob("*.safetensors"))}
+    return {"model": info.name, "model_dir": str(model_dir), "source": info.source, "origin": info.origin,
+            "revision": info.revision, "weight_files": files, "dtype": str(next(model.parameters()).dtype),
+            "device": str(next(model.parameters()).device), "torch": torch.__version__,
+            "transformers": transformers.__version__, "threads": torch.get_num_threads()}
+
+
+def weights_stamp(model_dir: str | os.PathLike) -> dict[str, list[int]]:
+    """(size, mtime_ns) of every weight file: retrained weights invalidate leftover shards."""
+    return {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in sorted(Path(model_dir).glob("*.safetensors"))}
+
+
+def run_sampling(model_dir: str | os.PathLike, prompt_files: Sequence[str | os.PathLike],
+                 outputs: Sequence[str | os.PathLike], *, decodes: dict[str, dict[str, Any]], seed: int,
+                 max_new_tokens: int, batch_size: int, shard_root: str | os.PathLike,
+                 shard_size: int | None = None, samples_per_prompt: int = 1) -> dict[str, Any]:
+    """Sample every (dataset, decode) whose ``.../data~{dataset}/decode~{decode}.parquet`` is in ``outputs``,
+    writing the parquet and a ``.json`` sidecar beside it. Shards live under ``shard_root`` until the whole job
+    has finished, so a rerun after a crash re-merges finished pairs and resumes the interrupted one."""
+    import time
+
+    from lmcal.models import load_model, load_model_info
+    from lmcal.protocol import output_key
+
+    model, tok = load_model(model_dir)
+    info = load_model_info(model_dir)
+    record = weights_record(model_dir, model)
+    prompts_by_dataset = {output_key(p)[0]: Path(p) for p in prompt_files if str(p).endswith(".parquet")}
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    summary = {}
+    for out in (Path(o) for o in outputs if str(o).endswith(".parquet")):
+        dataset, name = output_key(out)
+        prompts = pd.read_parquet(prompts_by_dataset[dataset])
+        decode = DecodeConfig.from_dict(decodes[name])
+        t0 = time.perf_counter()
+        df = generate_samples(model, [list(p) for p in prompts["prompt_ids"]], prompts["doc_id"].tolist(),
+                              decode=decode, max_new_tokens=max_new_tokens, eos_token_ids=info.eos_token_ids,
+                              seed=seed, shard_dir=Path(shard_root) / f"data~{dataset}" / f"decode~{name}",
+                              batch_size=batch_size, shard_size=shard_size, samples_per_prompt=samples_per_prompt,
+                              pad_token_id=pad, keep_shards=True, fingerprint_extra=weights_stamp(model_dir))
+        wall = time.perf_counter() - t0
+        io.write_parquet(df, out)
+        tokens = int(df["gen_len"].sum())
+        stats = {"n_samples": len(df), "generated_tokens": tokens, "wall_s": wall, "tokens_per_s": tokens / wall,
+                 "mean_entropy": float(np.concatenate(df["entropy"].to_list()).mean()),
+                 "mean_gen_len": float(df["gen_len"].mean()), "frac_eos": float(df["ended_eos"].mean())}
+        io.write_json({**record, "dataset": dataset, "decode_name": name, "decode": decode.to_dict(), "seed": seed,
+                       "max_new_tokens": max_new_tokens, "batch_size": batch_size, "shard_size": shard_size,
+                       "samples_per_prompt": samples_per_prompt, "eos_token_ids": info.eos_token_ids,
+                       "sampler": "inverse-CDF, numpy default_rng([seed, sample_idx]) per sample", **stats},
+                      out.with_suffix(".json"))
+        summary[f"{dataset}/{name}"] = stats
+    shutil.rmtree(shard_root, ignore_errors=True)
+    return {"weights": record, "runs": summary}

@@ -1,0 +1,16 @@
+"""Adapter: sample every (dataset, decode) for one model, recording exact per-step entropies (spec §2)."""
+
+from pathlib import Path
+
+from lmcal import generation
+from lmcal.tracking import job_run
+
+p = snakemake.params
+with job_run(snakemake) as run:
+    result = generation.run_sampling(
+        Path(snakemake.input.info).parent, snakemake.input.prompts, snakemake.output.samples, decodes=p.decodes,
+        seed=p.seed, max_new_tokens=p.max_new_tokens, batch_size=p.batch_size, shard_root=p.shard_root,
+        shard_size=p.shard_size, samples_per_prompt=p.samples_per_prompt,
+    )
+    run.log_params({"weights": result["weights"]})
+    run.log_metrics(result["runs"])

@@ -1,0 +1,15 @@
+"""Adapter: teacher-forced log loss and entropy of the human continuations for one model (spec §2)."""
+
+from pathlib import Path
+
+from lmcal import scoring
+from lmcal.tracking import job_run
+
+p = snakemake.params
+with job_run(snakemake) as run:
+    result = scoring.run_scoring(
+        Path(snakemake.input.info).parent, snakemake.input.prompts, snakemake.output.human, decodes=p.decodes,
+        batch_size=p.batch_size, vocab_chunk=p.vocab_chunk, mixture_eps=p.mixture_eps,
+    )
+    run.log_params({"weights": result["weights"]})
+    run.log_metrics(result["runs"])
