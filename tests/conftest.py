@@ -5,12 +5,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+# Triton reads TRITON_INTERPRET once, at import; another module (torch.compile, say) may import triton before
+# the Triton tests run, so without a GPU the CPU interpreter is switched on here, before anything else.
+if not os.environ.get("CUDA_VISIBLE_DEVICES", "") and "TRITON_INTERPRET" not in os.environ:
+    os.environ["TRITON_INTERPRET"] = "1"
+
 import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
-# Tests never see a GPU (CI has none) and never reach a hub.
+# Tests never reach a hub; GPU tests run only when CUDA_VISIBLE_DEVICES names a device.
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
