@@ -10,6 +10,12 @@ configfile: "config/config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/ladder.smk"
+include: "workflow/rules/entropy_sample.smk"
+include: "workflow/rules/entropy_analysis.smk"
+include: "workflow/rules/calibration.smk"
+include: "workflow/rules/sft.smk"
+include: "workflow/rules/emergence.smk"
+include: "workflow/rules/losses.smk"
 
 
 rule all:

@@ -29,7 +29,10 @@ def load_schema(schema_dir: Path = SCHEMA_DIR) -> dict[str, Any]:
         if path.name == MAIN_SCHEMA:
             continue
         section = path.name[: -len(".schema.yaml")]
-        schema.setdefault("properties", {})[section] = yaml.safe_load(path.read_text())
+        sub = yaml.safe_load(path.read_text())
+        sub.setdefault("default", {})  # an omitted section still gets its nested defaults
+        sub.pop("$schema", None)  # a nested $schema would switch to jsonschema's plain, non-default-filling validator
+        schema.setdefault("properties", {})[section] = sub
     return schema
 
 

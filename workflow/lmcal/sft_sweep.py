@@ -1,0 +1,320 @@
+"""The SFT study as a sweep: which runs exist, what each job needs, one run end to end, and the result tables.
+
+A sweep point is one fine-tuned model ``{base}--sft-b{beta}-lr{lr}-s{seed}`` (plus ``-t{T}``, ``-tm``,
+``-cap{s}`` for the temperature/softcap ablations), written to ``results/models/{name}/`` like any other model so
+``evaluate_calibration`` scores it unchanged. The plan is a pure function of the config, so the rules, the
+parameter look-ups and the aggregation all agree on it.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+SFT_MARK = "--sft-"
+BASE_PATTERN = r"(?:(?!--sft-)[A-Za-z0-9_.+-])+"
+TAG_PATTERN = r"b[0-9.]+-lr[0-9.e+-]+-s[0-9]+(?:-t[0-9.]+)?(?:-tm)?(?:-cap[0-9.]+)?"
+TRAIN_KEYS = ("epochs", "max_steps", "batch_size", "grad_accum", "warmup_ratio", "weight_decay", "max_grad_norm",
+              "reduce_loss", "loss_impl", "temperature", "temperature_loss_multiplier", "softcap",
+              "checkpoint_every")
+
+
+def fmt_num(x: float) -> str:
+    """Compact, filename-safe number: 0.1 -> '0.1', 2e-05 -> '2e-05', 64.0 -> '64'."""
+    return f"{float(x):g}"
+
+
+def run_name(base: str, beta: float, lr: float, seed: int, temperature: float = 1.0,
+             temperature_loss_multiplier: bool = False, softcap: float | None = None) -> str:
+    """``{base}--sft-b{beta}-lr{lr}-s{seed}`` with ablation suffixes only where they differ from the default."""
+    name = f"{base}{SFT_MARK}b{fmt_num(beta)}-lr{fmt_num(lr)}-s{int(seed)}"
+    if temperature != 1.0:
+        name += f"-t{fmt_num(temperature)}"
+    if temperature_loss_multiplier:
+        name += "-tm"
+    if softcap is not None:
+        name += f"-cap{fmt_num(softcap)}"
+    if not re.fullmatch(f"{BASE_PATTERN}{SFT_MARK}{TAG_PATTERN}", name):
+        raise ValueError(f"base: {base!r} does not make a valid SFT model name ({name!r})")
+    return name
+
+
+def _merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in (over or {}).items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def recipe_for(sft_cfg: dict, model: str) -> dict:
+    """The ``sft.recipe`` with ``sft.overrides[model]`` merged over it."""
+    return _merge(sft_cfg["recipe"], sft_cfg.get("overrides", {}).get(model, {}))
+
+
+def base_models(config: dict) -> list[str]:
+    """``sft.models`` plus the ladder models named by ``sft.ladder_sizes`` (null: every ladder size)."""
+    sft_cfg = config["sft"]
+    sizes = sft_cfg.get("ladder_sizes")
+    all_sizes = list(config.get("ladder", {}).get("sizes", {}))
+    sizes = all_sizes if sizes is None else list(sizes)
+    unknown = [s for s in sizes if s not in all_sizes]
+    if unknown:
+        raise ValueError(f"sft.ladder_sizes: unknown ladder size {unknown[0]!r} (known: {all_sizes})")
+    out = list(sft_cfg.get("models", [])) + [f"ladder-{s}" for s in sizes]
+    return list(dict.fromkeys(out))
+
+
+def prompt_settings(config: dict, data: str) -> dict:
+    """How SFT renders prompts so that they match the evaluation's (``calibration.template``/``chat_template``).
+
+    The plain template's user turn is the evaluation template with ``{question}`` as the message and the
+    assistant turn is " " + the answer, exactly the continuation the option-likelihood evaluation scores;
+    ``chat_template`` never/auto/always maps to use_chat_template False/None (tokenizer decides)/True.
+    """
+    calib = config.get("calibration", {})
+    spec = config["sft"]["instruction_data"].get(data, {})
+    ev = calib.get("evalsets", {}).get(spec.get("evalset") or "", {})
+    template = ev.get("template") or calib.get("template") or "Question: {question}\nAnswer:"
+    chat = {"never": False, "auto": None, "always": True}[calib.get("chat_template", "never")]
+    return {"plain_template": {"user": template.replace("{question}", "{content}"), "assistant": " {content}"},
+            "use_chat_template": chat}
+
+
+def _run(config: dict, base: str, recipe: dict, beta: float, lr: float, seed: int, kind: str) -> dict:
+    train = {k: recipe[k] for k in TRAIN_KEYS if k in recipe}
+    name = run_name(base, beta, lr, seed, train.get("temperature", 1.0),
+                    train.get("temperature_loss_multiplier", False), train.get("softcap"))
+    prompt = prompt_settings(config, recipe["data"])
+    return {"name": name, "base": base, "kind": kind, "label_smoothing": float(beta), "lr": float(lr),
+            "seed": int(seed), "data": recipe["data"], "evalsets": list(recipe["evalsets"]),
+            "max_length": recipe.get("max_length"),
+            "plain_template": recipe.get("plain_template") or prompt["plain_template"],
+            "use_chat_template": recipe.get("use_chat_template", prompt["use_chat_template"]), "train": train}
+
+
+def plan_runs(config: dict) -> list[dict]:
+    """Every SFT run of the study: the main grid (model × β × lr × seed) and the ablation grids."""
+    sft_cfg = config["sft"]
+    runs: dict[str, dict] = {}
+    for base in base_models(config):
+        r = recipe_for(sft_cfg, base)
+        for beta in r["label_smoothing"]:
+            for lr in r["lrs"]:
+                for seed in r["seeds"]:
+                    run = _run(config, base, r, beta, lr, seed, "main")
+                    runs.setdefault(run["name"], run)
+    for i, abl in enumerate(sft_cfg.get("ablations", [])):
+        for base in abl["models"]:
+            r = recipe_for(sft_cfg, base)
+            for temp in abl.get("temperature", [1.0]):
+                for cap in abl.get("softcap", [None]):
+                    rr = _merge(r, {"temperature": temp, "softcap": cap,
+                                    "temperature_loss_multiplier": abl.get("temperature_loss_multiplier", False)})
+                    for beta in abl.get("label_smoothing", r["label_smoothing"]):
+                        for lr in abl.get("lrs", r["lrs"]):
+                            for seed in abl.get("seeds", r["seeds"]):
+                                run = _run(config, base, rr, beta, lr, seed, f"ablation{i}")
+                                runs.setdefault(run["name"], run)
+    for run in runs.values():
+        if run["data"] not in sft_cfg["instruction_data"]:
+            raise ValueError(f"sft.recipe.data: {run['name']} uses unknown instruction data {run['data']!r}")
+    return list(runs.values())
+
+
+def run_lookup(config: dict) -> Callable[[Any], dict]:
+    """Snakemake params function: wildcards (base, tag) → the planned run of that model."""
+    runs = {r["name"]: r for r in plan_runs(config)}
+
+    def lookup(wildcards) -> dict:
+        name = f"{wildcards.base}{SFT_MARK}{wildcards.tag}"
+        if name not in runs:
+            raise ValueError(f"model {name!r} is not in the SFT plan (check sft.recipe / sft.overrides)")
+        return runs[name]
+
+    return lookup
+
+
+def data_path(name: str) -> str:
+    return f"results/sft/data/{name}.parquet"
+
+
+def data_input(config: dict) -> Callable[[Any], str]:
+    """Snakemake input function: wildcards (base, tag) → the instruction data file of that run."""
+    lookup = run_lookup(config)
+    return lambda wildcards: data_path(lookup(wildcards)["data"])
+
+
+def evalset_path(name: str) -> str:
+    return f"results/calibration/evalsets/{name}.parquet"
+
+
+def data_eval_input(config: dict) -> Callable[[Any], list[str]]:
+    """Snakemake input function: wildcards (data) → the evaluation items the data must avoid ([] if none)."""
+    def lookup(wildcards) -> list[str]:
+        ev = config["sft"]["instruction_data"][wildcards.data].get("evalset")
+        if ev and ev not in config.get("calibration", {}).get("evalsets", {}):
+            raise ValueError(f"sft.instruction_data.{wildcards.data}.evalset: unknown evaluation set {ev!r}")
+        return [evalset_path(ev)] if ev else []
+
+    return lookup
+
+
+def data_spec(config: dict) -> Callable[[Any], dict]:
+    """Snakemake params function: wildcards (data) → the data spec with its evaluation split filled in.
+
+    Country data takes the evaluation set's ``eval_fraction``/``split_seed``/``fields`` so SFT facts come from
+    the other side of the split; arithmetic data takes its operand range and operations (overriding the data's
+    own), and the rule excludes the evaluation's questions.
+    """
+    def lookup(wildcards) -> dict:
+        spec = dict(config["sft"]["instruction_data"][wildcards.data])
+        ev = config.get("calibration", {}).get("evalsets", {}).get(spec.get("evalset") or "", {})
+        keys = {"countries": ("eval_fraction", "split_seed", "fields"),
+                "arithmetic": ("max_operand", "operations")}.get(spec["kind"], ())
+        for k in keys:  # the evaluation's values win: the data must come from the same distribution / split
+            if k in ev:
+                spec[k] = ev[k]
+        return spec
+
+    return lookup
+
+
+def metrics_path(model: str, evalset: str) -> str:
+    return f"results/calibration/model~{model}/eval~{evalset}/metrics.json"
+
+
+def evaluation_pairs(config: dict) -> list[tuple[str, str]]:
+    """(model, evalset) pairs the study reads: every base and every SFT model on its recipe's evalsets."""
+    pairs = []
+    for run in plan_runs(config):
+        for ev in run["evalsets"]:
+            pairs += [(run["base"], ev), (run["name"], ev)]
+    return list(dict.fromkeys(pairs))
+
+
+def metric_targets(config: dict) -> list[str]:
+    return [metrics_path(m, e) for m, e in evaluation_pairs(config)]
+
+
+def model_targets(config: dict) -> list[str]:
+    return [f"results/models/{r['name']}/model_info.json" for r in plan_runs(config)]
+
+
+def history_targets(config: dict) -> list[str]:
+    return [f"results/sft/history/{r['name']}.parquet" for r in plan_runs(config)]
+
+
+def threads_of(config: dict) -> Callable[..., int]:
+    """Snakemake threads function: tiny ladder models get ``sft.ladder_threads``, others ``sft.threads``."""
+    def threads(wildcards) -> int:
+        small = wildcards.base.startswith("ladder-")
+        return int(config["sft"]["ladder_threads"] if small else config["sft"]["threads"])
+
+    return threads
+
+
+def eval_settings(config: dict, evalset: str) -> dict:
+    """The calibration study's scoring protocol for ``evalset`` (what ``evaluate_calibration`` would use)."""
+    calib = config["calibration"]
+    spec = calib["evalsets"][evalset]
+    return {"method": calib["method"], "normalization": calib["normalization"],
+            "template": spec.get("template") or calib["template"], "chat_template": calib["chat_template"],
+            "n_bins": calib["n_bins"], "binning": calib["binning"], "batch_size": calib["batch_size"]}
+
+
+def vd_run(config: dict) -> dict:
+    """The SFT run settings of the V/D study: ``sft.recipe`` with ``sft.vd.recipe`` merged over it."""
+    recipe = _merge(config["sft"]["recipe"], config["sft"]["vd"].get("recipe", {}))
+    return _run(config, "vd", recipe, 0.0, recipe["lrs"][0], recipe["seeds"][0], "vd")
+
+
+def vd_targets(config: dict) -> list[str]:
+    """Per-cell result tables of the V/D study ([] when it is disabled)."""
+    vd = config["sft"]["vd"]
+    if not vd["enabled"]:
+        return []
+    unknown = [d for d in vd["datasets"] if d not in config.get("datasets", {})]
+    if unknown:
+        raise ValueError(f"sft.vd.datasets: unknown dataset {unknown[0]!r}")
+    bad = [d for d in vd["hidden_sizes"] if d % vd["heads"]]
+    if bad:
+        raise ValueError(f"sft.vd.hidden_sizes: {bad[0]} is not divisible by sft.vd.heads={vd['heads']}")
+    if 0.0 not in [float(b) for b in vd["label_smoothing"]]:
+        raise ValueError("sft.vd.label_smoothing: must include 0.0 (the cross-entropy reference)")
+    return [f"results/sft/vd/cells/v{v}-d{d}.parquet" for v in vd["vocab_sizes"] for d in vd["hidden_sizes"]]
+
+
+def items_targets(config: dict) -> list[str]:
+    return [p.replace("metrics.json", "items.parquet") for p in metric_targets(config)]
+
+
+def info_targets(config: dict) -> list[str]:
+    """model_info.json of every base and SFT model the study reads."""
+    names = dict.fromkeys(r["base"] for r in plan_runs(config))
+    return [f"results/models/{m}/model_info.json" for m in names] + model_targets(config)
+
+
+# ------------------------------------------------------------------------------------------- one run
+
+
+def build_data(spec: dict, eval_items: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Instruction conversations for one data spec (as ``data_spec`` resolves it), avoiding ``eval_items``."""
+    from lmcal import sft_data
+
+    return sft_data.build_instruction_data({k: v for k, v in spec.items() if k != "evalset"}, eval_items)
+
+
+def sft_config(run: dict) -> Any:
+    from lmcal.sft import SFTConfig
+
+    return SFTConfig(lr=run["lr"], label_smoothing=run["label_smoothing"], seed=run["seed"], **run["train"])
+
+
+def run_sft(base_dir: str | Path, conversations: pd.DataFrame, run: dict, out_dir: str | Path, *,
+            checkpoint_dir: str | Path | None = None, keep_checkpoint: bool = False,
+            progress: bool = True) -> tuple[Any, dict, dict]:
+    """Fine-tune the model in ``base_dir`` as ``run`` says and save it (weights, tokenizer, model_info.json).
+
+    Returns (ModelInfo, history, metrics); metrics hold Δ*, V, D, V/D, the realised logit gaps on a held-back
+    batch of training examples before and after, and throughput.
+    """
+    import torch
+
+    from lmcal import models, sft, sft_data
+
+    # One device: CUDA when present (fp32 weights and AdamW state; multi-GPU sharding is not implemented).
+    model, tok = models.load_model(base_dir, device="cuda" if torch.cuda.is_available() else "cpu")
+    base_info = models.load_model_info(base_dir)
+    template = sft_data.PlainTemplate(**run["plain_template"]) if run.get("plain_template") else None
+    examples = sft_data.encode_dataset(tok, conversations, template=template, max_length=run.get("max_length"),
+                                       use_chat_template=run.get("use_chat_template"))
+    cfg = sft_config(run)
+    probe = sft_data.collate(examples[:32], tok.pad_token_id)
+    gap_before = sft.logit_gap_stats(model, probe)
+    history = sft.train_sft(model, examples, cfg, pad_id=tok.pad_token_id, checkpoint_dir=checkpoint_dir,
+                            progress=progress)
+    gap_after = sft.logit_gap_stats(model, probe)
+    vocab, hidden = int(model.config.vocab_size), int(model.config.hidden_size)
+    delta = sft.optimal_logit_gap(run["label_smoothing"], vocab)
+    metrics = {"delta_star": delta if math.isfinite(delta) else None, "vocab_size": vocab, "hidden_size": hidden,
+               "v_over_d": vocab / hidden, "n_examples": len(examples), "steps": history["steps"],
+               "final_loss": history["loss"][-1], "first_loss": history["loss"][0],
+               "tokens_per_s": history["tokens_per_s"] if math.isfinite(history["tokens_per_s"]) else None,
+               "gap_mean_before": gap_before["gap_mean"], "gap_mean_after": gap_after["gap_mean"],
+               "gap_max_before": gap_before["gap_max"], "gap_max_after": gap_after["gap_max"]}
+    extra = {"base": run["base"], "base_n_params_non_embedding": base_info.n_params_non_embedding,
+             "label_smoothing": run["label_smoothing"], "lr": run["lr"], "seed": run["seed"], "data": run["data"],
+             **{f"train.{k}": v for k, v in run["train"].items()}, **metrics}
+    info = models.describe(model, tok, name=run["name"], source="sft", origin=str(base_dir), revision=None,
+                           extra=extra)
+    models.save_model_dir(model.cpu(), tok, info, out_dir)
+    if checkpoint_dir is not None and not keep_checkpoint:
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)  # only needed to resume; the model is saved now
+    return info, history, metrics

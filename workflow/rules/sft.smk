@@ -1,0 +1,151 @@
+# SFT with label smoothing (label-smoothing spec §1-§3): instruction data -> SFT per (model, beta, lr, seed) ->
+# evaluate_calibration before/after (calibration.smk) -> summary; plus the V/D study (tokenizers x hidden sizes).
+#   results/sft/data/{data}.parquet                          conversations (Tulu messages format)
+#   results/models/{base}--sft-{tag}/                        fine-tuned model (tag = b{beta}-lr{lr}-s{seed}[...])
+#   results/sft/history/{base}--sft-{tag}.parquet            per-step loss, lr, grad norm
+#   results/sft/vd/cells/v{vocab}-d{hidden}.parquet          V/D cell: base + SFT per beta, metrics and gaps
+#   results/sft/summary.json                                 tables, findings, Delta* per model
+import lmcal.sft_sweep
+
+
+rule sft_data:
+    input:
+        evalset=lmcal.sft_sweep.data_eval_input(config),
+    output:
+        data="results/sft/data/{data}.parquet",
+    log:
+        "results/logs/sft_data/{data}.log",
+    benchmark:
+        "results/benchmarks/sft_data/{data}.tsv"
+    wildcard_constraints:
+        data="|".join(config["sft"]["instruction_data"]) or "NO_SFT_DATA",
+    conda:
+        "../../envs/lmcal.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    params:
+        spec=lmcal.sft_sweep.data_spec(config),
+    script:
+        "../scripts/sft_data.py"
+
+
+rule sft_train:
+    input:
+        info="results/models/{base}/model_info.json",
+        data=lmcal.sft_sweep.data_input(config),
+    output:
+        info="results/models/{base}--sft-{tag}/model_info.json",
+        history="results/sft/history/{base}--sft-{tag}.parquet",
+    log:
+        "results/logs/sft_train/{base}--sft-{tag}.log",
+    benchmark:
+        "results/benchmarks/sft_train/{base}--sft-{tag}.tsv"
+    wildcard_constraints:
+        base=lmcal.sft_sweep.BASE_PATTERN,
+        tag=lmcal.sft_sweep.TAG_PATTERN,
+    conda:
+        "../../envs/lmcal.yaml"
+    threads: lmcal.sft_sweep.threads_of(config)
+    resources:
+        mem_mb=8000,
+    params:
+        run=lmcal.sft_sweep.run_lookup(config),
+        checkpoint_dir="results/sft/checkpoints/{base}--sft-{tag}",
+    script:
+        "../scripts/sft_train.py"
+
+
+rule sft_vd_tokenizer:
+    input:
+        documents=expand("results/data/{dataset}/documents.parquet", dataset=config["sft"]["vd"]["datasets"]),
+    output:
+        tokenizer="results/sft/vd/tokenizer-v{vocab}/tokenizer/tokenizer.json",
+        tokens="results/sft/vd/tokenizer-v{vocab}/tokens.safetensors",
+        manifest="results/sft/vd/tokenizer-v{vocab}/tokens.json",
+    log:
+        "results/logs/sft_vd_tokenizer/v{vocab}.log",
+    benchmark:
+        "results/benchmarks/sft_vd_tokenizer/v{vocab}.tsv"
+    wildcard_constraints:
+        vocab="[0-9]+",
+    conda:
+        "../../envs/lmcal.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    params:
+        tokenizer_chars=config["sft"]["vd"]["tokenizer_chars"],
+        corpus_chars=config["sft"]["vd"]["corpus_chars"],
+        eval_fraction=config["sft"]["vd"]["eval_fraction"],
+        seed=config["seed"],
+    script:
+        "../scripts/sft_vd_tokenizer.py"
+
+
+rule sft_vd_cell:
+    input:
+        tokenizer="results/sft/vd/tokenizer-v{vocab}/tokenizer/tokenizer.json",
+        tokens="results/sft/vd/tokenizer-v{vocab}/tokens.safetensors",
+        data=lmcal.sft_sweep.data_path(lmcal.sft_sweep.vd_run(config)["data"]),
+        evalset=lmcal.sft_sweep.evalset_path(lmcal.sft_sweep.vd_run(config)["evalsets"][0]),
+    output:
+        rows="results/sft/vd/cells/v{vocab}-d{hidden}.parquet",
+        reliability="results/sft/vd/cells/v{vocab}-d{hidden}-reliability.parquet",
+    log:
+        "results/logs/sft_vd_cell/v{vocab}-d{hidden}.log",
+    benchmark:
+        "results/benchmarks/sft_vd_cell/v{vocab}-d{hidden}.tsv"
+    wildcard_constraints:
+        vocab="[0-9]+",
+        hidden="[0-9]+",
+    conda:
+        "../../envs/lmcal.yaml"
+    threads: config["sft"]["vd"]["threads"]
+    resources:
+        mem_mb=4000,
+    params:
+        arch={"layers": config["sft"]["vd"]["layers"], "heads": config["sft"]["vd"]["heads"]},
+        pretrain=config["sft"]["vd"]["pretrain"],
+        run=lmcal.sft_sweep.vd_run(config),
+        label_smoothing=config["sft"]["vd"]["label_smoothing"],
+        eval_settings=lmcal.sft_sweep.eval_settings(config, lmcal.sft_sweep.vd_run(config)["evalsets"][0]),
+        seed=config["seed"],
+        checkpoint_dir="results/sft/vd/checkpoints/v{vocab}-d{hidden}",
+    script:
+        "../scripts/sft_vd_cell.py"
+
+
+rule sft_summary:
+    input:
+        metrics=lmcal.sft_sweep.metric_targets(config),
+        scored=lmcal.sft_sweep.items_targets(config),
+        infos=lmcal.sft_sweep.info_targets(config),
+        histories=lmcal.sft_sweep.history_targets(config),
+        vd=lmcal.sft_sweep.vd_targets(config),
+    output:
+        table="results/sft/table.parquet",
+        effects="results/sft/ls_effect.parquet",
+        vd_table="results/sft/vd_table.parquet",
+        before_after="results/sft/before_after.png",
+        reliability="results/sft/reliability.png",
+        ls_effect="results/sft/ls_effect.png",
+        vd_effect="results/sft/vd_effect.png",
+        vd_gap="results/sft/vd_gap.png",
+        summary="results/sft/summary.json",
+    log:
+        "results/logs/sft_summary/sft_summary.log",
+    benchmark:
+        "results/benchmarks/sft_summary/sft_summary.tsv"
+    conda:
+        "../../envs/lmcal.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    params:
+        runs=lmcal.sft_sweep.plan_runs(config),
+        pairs=lmcal.sft_sweep.evaluation_pairs(config),
+        n_bins=config["calibration"]["n_bins"],
+        binning=config["calibration"]["binning"],
+    script:
+        "../scripts/sft_summary.py"

@@ -1,0 +1,34 @@
+"""Adapter: train one task-ladder rung (size, seed) with snapshots; writes its model directory."""
+
+from pathlib import Path
+
+from lmcal import io
+from lmcal.emergence.ladder import TrainSettings, train_rung
+from lmcal.models import load_model_info
+from lmcal.tracking import job_run
+
+p, wc = snakemake.params, snakemake.wildcards
+with job_run(snakemake) as run:
+    train = io.read_parquet(snakemake.input.train)["text"]
+    heldout = io.read_parquet(snakemake.input.heldout)["text"]
+    hist = train_rung(
+        dict(p.size, name=wc.tsize),
+        int(wc.seed),
+        train,
+        heldout,
+        TrainSettings(**p.train),
+        Path(snakemake.output.info).parent,
+        p.work_dir,
+        max_position=p.max_position,
+    )
+    info = load_model_info(snakemake.output.info)
+    run.log_params(info.as_params())
+    run.log_metric_series("train_loss", hist["train_loss"], hist["step"])
+    run.log_metric_series("heldout_ce", hist["eval_loss"], hist["eval_step"])
+    run.log_metrics(
+        {
+            "tokens_per_s": hist["tokens_per_s"],
+            "n_params_non_embedding": info.n_params_non_embedding,
+            "heldout_ce": hist["eval_loss"][-1],
+        }
+    )

@@ -1,0 +1,23 @@
+"""Adapter: the SFT study's tables, figures and results/sft/summary.json."""
+
+import pandas as pd
+from lmcal import io, sft_summary
+from lmcal.tracking import job_run
+
+p = snakemake.params
+with job_run(snakemake) as run:
+    out = sft_summary.summarize(
+        p.runs, [tuple(x) for x in p.pairs], list(snakemake.input.metrics), list(snakemake.input.scored),
+        list(snakemake.input.infos), list(snakemake.input.vd), n_bins=p.n_bins, binning=p.binning)
+    io.write_parquet(out["table"], snakemake.output.table)
+    io.write_parquet(out["effects"], snakemake.output.effects)
+    io.write_parquet(out.get("vd_table", pd.DataFrame()), snakemake.output.vd_table)
+    io.save_figure(out["figures"]["before_after"], snakemake.output.before_after)
+    io.save_figure(out["figures"]["reliability"], snakemake.output.reliability)
+    for name in ("ls_effect", "vd_effect", "vd_gap"):
+        io.save_figure(out["figures"][name], snakemake.output[name])
+    for name, fig in out["figures"].items():
+        run.log_figure(fig, f"figures/{name}.png")
+    io.write_json(out["summary"], snakemake.output.summary)
+    findings = out["summary"]["findings"]
+    run.log_metrics({"sft_raises_ece.n_raised": findings.get("sft_raises_ece", {}).get("n_raised", 0)})

@@ -1,0 +1,25 @@
+"""Adapter: one V/D cell: pretrain a (V, D) model, then evaluate it and its SFT at each beta."""
+
+from pathlib import Path
+
+from lmcal import io, ladder, vd_study
+from lmcal.tracking import job_run
+from transformers import AutoTokenizer
+
+p = snakemake.params
+with job_run(snakemake) as run:
+    tok = AutoTokenizer.from_pretrained(Path(snakemake.input.tokenizer).parent)
+    streams = ladder.load_token_streams(snakemake.input.tokens)
+    rows, reliability = vd_study.run_cell(
+        tok, streams, io.read_parquet(snakemake.input.data), io.read_parquet(snakemake.input.evalset),
+        hidden=int(snakemake.wildcards.hidden), arch=p.arch, pretrain_cfg=p.pretrain, run=p.run,
+        label_smoothing=p.label_smoothing, eval_settings=p.eval_settings, seed=p.seed,
+        checkpoint_dir=p.checkpoint_dir)
+    io.write_parquet(rows, snakemake.output.rows)
+    io.write_parquet(reliability, snakemake.output.reliability)
+    run.log_params({"vocab_size": int(rows["vocab_size"].iloc[0]), "hidden_size": int(snakemake.wildcards.hidden)})
+    for _, r in rows.iterrows():
+        key = "base" if r["kind"] == "base" else f"b{r['label_smoothing']:g}"
+        run.log_metrics({f"{key}.{k}": r[k] for k in ("accuracy", "ece", "rms_ce", "brier", "gap_mean")})
+        if r["delta_star"] is not None and r["delta_star"] == r["delta_star"]:
+            run.log_metrics({f"{key}.delta_star": r["delta_star"]})
