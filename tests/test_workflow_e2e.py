@@ -2,10 +2,12 @@
 
 import json
 
+import yaml
+
 from mlflow.tracking import MlflowClient
 
 from lmcal import tracking
-from workflow_utils import snakemake
+from workflow_utils import TINY, snakemake
 
 
 def _runs(workdir):
@@ -17,8 +19,11 @@ def _runs(workdir):
 def test_tiny_workflow_end_to_end(tmp_path):
     res = snakemake(tmp_path, "--cores", "2")
     assert res.returncode == 0, (res.stdout + res.stderr)[-5000:]
+    tiny = yaml.safe_load(TINY.read_text())
     summary = json.loads((tmp_path / "results" / "ladder" / "summary.json").read_text())
-    assert summary["n_models"] == 2
+    assert summary["n_models"] == len(tiny["ladder"]["sizes"])
+    for study in tiny["studies"]:
+        assert (tmp_path / "results" / study / "summary.json").exists(), study
 
     runs = _runs(tmp_path)
     parents = [r for r in runs if r.data.tags.get("lmcal.kind") == "invocation"]
