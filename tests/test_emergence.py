@@ -156,6 +156,8 @@ def test_early_share():
     assert an.early_share(n, [0, 0, 0, 0, 1]) == 0.0
     assert an.early_share(n, [4, 1, 0.5, 0.2, 0]) == pytest.approx(0.875)  # decreasing curves too
     assert np.isnan(an.early_share(n, [1, 2, 3, 2, 1]))
+    noisy = [0.5, 0.0, 0.2, 0.9, 0.8]  # first point above the start of the rise, last below the peak
+    assert an.early_share(n, noisy) < 0 and 0 <= an.early_share(n, noisy, monotone=True) <= 1
 
 
 def test_pass_until_law_recovers_planted_exponent():
@@ -178,7 +180,7 @@ def test_hinge_recovers_planted_threshold():
     y = an.hinge_predict(loss, 0.8, 0.02, 1.5) + rng.normal(0, 0.01, 80)
     h = an.fit_hinge(loss, y, n_boot=200, seed=0)
     assert h["eta"] == pytest.approx(0.8, abs=0.02) and h["eta_lo"] <= 0.8 <= h["eta_hi"]
-    assert h["slope"] == pytest.approx(1.5, rel=0.1) and h["sse"] < h["sse_line"]
+    assert h["slope"] == pytest.approx(1.5, rel=0.1) and h["sse"] < h["sse_line"] and not h["eta_at_boundary"]
 
 
 def test_isotonic_known_answer_and_u_shape():
@@ -205,6 +207,11 @@ def test_scratchpad_crossover():
     assert res["crossover_lo"] < expected < res["crossover_hi"] and res["p_cross"] > 0.9
     never = an.scratchpad_crossover(n, scratch, direct, n_boot=50)
     assert np.isnan(never["crossover_n"])
+    # the last upward crossing counts: ties and a dip at small sizes do not make an early crossover
+    assert an.crossing_point(np.log(n), [0.0, 0.1, -0.1, 0.3]) == pytest.approx(
+        np.log(n)[2] + 0.25 * np.diff(np.log(n))[0]
+    )
+    assert np.isnan(an.crossing_point(np.log(n), [0.1, 0.2, 0.1, 0.3]))  # ahead everywhere: no crossover
 
 
 # ---------------------------------------------------------------- two-step forecast
@@ -485,7 +492,7 @@ def _planted_outputs(seed=0):
 
 def test_report_on_planted_ladder(tmp_path):
     from lmcal import io
-    from lmcal.emergence.report import analyze, summarize
+    from lmcal.emergence.report import analyze, headline_metrics, summarize
     from lmcal.emergence.study import rescore
     from lmcal.figures.emergence import make_figures
 
@@ -512,6 +519,10 @@ def test_report_on_planted_ladder(tmp_path):
     fc = r["forecast"]["add2-direct/exact_match"]
     assert len(fc["heldout_abs_error"]) == 2 and max(fc["heldout_abs_error"]) < 0.15
     assert "add2-direct" in r["pass_until"] and r["pass_until"]["add2-direct"]["pooled"]["slope"] < 0
+    flat = headline_metrics(r)
+    assert flat["forecast.add2-direct.exact_match.heldout_mae"] == pytest.approx(
+        np.mean(fc["heldout_abs_error"])
+    )
     summary = summarize(rep, curves)
     io.write_json(summary, tmp_path / "summary.json")  # JSON-safe (no NaN/inf objects)
     assert "add2-scratchpad" in summary["em_jumps_while_soft_metrics_smooth"]
@@ -530,3 +541,28 @@ def test_report_on_planted_ladder(tmp_path):
     for name, fig in figs.items():
         io.save_figure(fig, tmp_path / name)
     assert (tmp_path / "F2_mirage_panel.png").stat().st_size > 10_000
+
+
+def test_rung_targets_and_task_data():
+    from lmcal import tasks
+    from lmcal.emergence.study import build_task_data, select_items
+    from lmcal.emergence.targets import code_version, rung_paths, rungs
+
+    cfg = dict(
+        sizes={"b": dict(hidden_size=32, n_layers=2), "a": dict(hidden_size=8, n_layers=2),
+               "c": dict(hidden_size=16, n_layers=4)},
+        seeds=[0, 5],
+        seeded_sizes=1,
+    )  # fmt: skip
+    # ordered by hidden² · layers (a < c < b); only the smallest size gets every seed
+    assert rungs(cfg) == [("a", 0), ("a", 5), ("c", 0), ("b", 0)]
+    assert rung_paths(cfg, "m/size~{tsize}/seed~{seed}")[1] == "m/size~a/seed~5"
+    assert len(code_version("lmcal.tasks")) == 12 and code_version("lmcal.tasks") != code_version("lmcal.io")
+    data = build_task_data(
+        tasks.TaskSpec(ops=["add"], digits=[2], eval_items=5, translit_lengths=[]), 0, 30, 5
+    )
+    assert data["manifest"]["leaked_keys"] == 0 and data["manifest"]["n_items"] == len(data["items"]) == 15
+    sub = select_items(data["items"], ["add2-fewshot"], 2)
+    assert list(sub["component"]) == ["add2-fewshot"] * 2
+    with pytest.raises(ValueError, match="components"):
+        select_items(data["items"], ["mul2-fewshot"], 2)

@@ -59,6 +59,7 @@ rule emergence_train:
         train=config["emergence"]["train"],
         max_position=config["emergence"]["max_position"],
         work_dir="results/emergence/work/size~{tsize}/seed~{seed}",
+        code=lmcal.emergence.targets.code_version("lmcal.emergence.ladder", "lmcal.emergence.chartok"),
     script:
         "../scripts/emergence_train.py"
 
@@ -91,6 +92,7 @@ rule emergence_evaluate:
         rungs=lmcal.emergence.targets.rungs(config["emergence"]),
         batch_size=config["emergence"]["eval_batch_size"],
         pass_until=config["emergence"]["pass_until"],
+        code=lmcal.emergence.targets.code_version("lmcal.emergence.outputs"),
     script:
         "../scripts/emergence_evaluate.py"
 

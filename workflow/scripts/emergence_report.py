@@ -2,8 +2,10 @@
 
 from pathlib import Path
 
+import matplotlib.pyplot as plt
+
 from lmcal import io
-from lmcal.emergence.report import analyze, jsonable, summarize
+from lmcal.emergence.report import analyze, headline_metrics, jsonable, summarize
 from lmcal.figures.emergence import make_figures
 from lmcal.tracking import job_run
 
@@ -20,7 +22,8 @@ with job_run(snakemake) as run:
         for name, fig in make_figures(rep, curves, pass_until).items():
             io.save_figure(fig, Path(tmp) / name)
             run.log_figure(fig, f"figures/{name}")
+            plt.close(fig)
     io.write_json(jsonable(rep["results"]), out.analysis)
     summary = summarize(rep, curves)
     io.write_json(summary, out.summary)
-    run.log_metrics(rep["fits"]["loss"].as_metrics(prefix="loss."))
+    run.log_metrics(rep["fits"]["loss"].as_metrics(prefix="loss.") | headline_metrics(rep["results"]))

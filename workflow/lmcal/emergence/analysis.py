@@ -44,16 +44,20 @@ def emergence_score(x, y) -> float:
     return float(sign * spread / denom) if denom > 0 else float(sign * np.inf)
 
 
-def early_share(n, y) -> float:
+def early_share(n, y, monotone: bool = False) -> float:
     """Share of a curve's total change (first to last size) reached at the geometric midpoint of the sizes.
 
     Interpolated in ln N. A smooth power-law-like improvement has done much of its change by then (Mirage
     toy edit distance: ~0.6–0.9); a curve that takes off late ("emergent") has done little (EM of long
-    targets: < 0.2). NaN when first and last values are equal.
+    targets: < 0.2). With ``monotone`` the curve is first replaced by its increasing isotonic fit (pass
+    improvement-oriented values), so noisy endpoints cannot push the share outside [0, 1]. NaN when first
+    and last values are equal.
     """
     n, y = _xy(n, y)
     order = np.argsort(n)
     ln, y = np.log(n[order]), y[order]
+    if monotone:
+        y = isotonic(y, increasing=True)
     total = y[-1] - y[0]
     if total == 0:
         return float("nan")
@@ -177,6 +181,8 @@ def fit_hinge(loss, y, *, n_grid: int = 200, n_boot: int = 1000, ci: float = 0.9
     lo, hi = np.quantile(draws, [(1 - ci) / 2, (1 + ci) / 2]) if draws else (np.nan, np.nan)
     m, c0 = np.polyfit(loss, y, 1)
     sse_line = float(((y - c0 - m * loss) ** 2).sum())
+    # η at the lowest observed loss means "the rise has only begun at the best model": a censored threshold
+    at_boundary = bool(eta <= grid[0] or eta >= grid[-1])
     return dict(
         eta=float(eta),
         eta_lo=float(lo),
@@ -188,6 +194,7 @@ def fit_hinge(loss, y, *, n_grid: int = 200, n_boot: int = 1000, ci: float = 0.9
         n_points=len(loss),
         n_boot=len(draws),
         ci=ci,
+        eta_at_boundary=at_boundary,
     )
 
 
@@ -249,12 +256,16 @@ def u_shape_test(n, y, alpha: float = 0.05) -> dict:
 
 
 def crossing_point(x, d) -> float:
-    """First x where d changes sign from ≤ 0 to > 0, linear in x between neighbours; NaN if it never does."""
+    """The last x where d turns from ≤ 0 to > 0 and stays > 0 for every larger x (linear interpolation
+    between neighbours): where method B pulls ahead for good. NaN if d ≤ 0 at the largest x or d > 0
+    everywhere."""
     x, d = _xy(x, d)
     order = np.argsort(x)
     x, d = x[order], d[order]
-    for i in range(1, len(x)):
-        if d[i - 1] <= 0 < d[i]:
+    for i in range(len(x) - 1, 0, -1):
+        if d[i] <= 0:
+            break
+        if d[i - 1] <= 0:
             return float(x[i - 1] + (x[i] - x[i - 1]) * (-d[i - 1]) / (d[i] - d[i - 1]))
     return float("nan")
 

@@ -16,6 +16,7 @@ from lmcal.scaling.fit import fit_power_law
 from lmcal.scaling.settings import FitSettings
 
 SHARP = ["exact_match", "mc_grade"]
+FIT_ERRORS = (ValueError, RuntimeError, FloatingPointError, np.linalg.LinAlgError)
 SOFT = ["norm_edit_distance", "per_digit_acc", "target_logprob", "per_token_ce", "brier", "p_correct"]
 
 
@@ -36,8 +37,8 @@ def seed_means(points: pd.DataFrame) -> pd.DataFrame:
 
 
 def emergence_table(means: pd.DataFrame, metrics=tuple(SHARP + SOFT)) -> pd.DataFrame:
-    """Emergence score per (component, metric) over the size axis; lower-is-better metrics are negated first
-    so that a positive score always means "improves with size"."""
+    """Emergence score and early share (on the isotonic fit) per (component, metric) over the size axis;
+    lower-is-better metrics are negated first so that positive means "improves with size"."""
     rows = []
     for comp, g in means.groupby("component"):
         for m in metrics:
@@ -50,7 +51,7 @@ def emergence_table(means: pd.DataFrame, metrics=tuple(SHARP + SOFT)) -> pd.Data
                     component=comp,
                     metric=m,
                     score=an.emergence_score(g["n_params"], y),
-                    early_share=an.early_share(g["n_params"], y),
+                    early_share=an.early_share(g["n_params"], y, monotone=True),
                     y_first=float(g[m].iloc[0]),
                     y_last=float(g[m].iloc[-1]),
                     max_log_slope=an.max_log_slope(g["n_params"], y),
@@ -187,7 +188,7 @@ def analyze(curves: pd.DataFrame, scores: pd.DataFrame, pass_until: pd.DataFrame
     means = seed_means(points)
     em_table = emergence_table(means)
     headline = list(cfg.get("headline") or []) or pick_headline(
-        means, em_table, int(cfg.get("n_headline", 2))
+        means, em_table, int(cfg.get("n_headline", 3))
     )
     res: dict = dict(
         headline=headline,
@@ -199,11 +200,20 @@ def analyze(curves: pd.DataFrame, scores: pd.DataFrame, pass_until: pd.DataFrame
     res["loss_scaling"] = dict(
         **f1["law"].as_dict(), fit_sizes=f1["fit_sizes"], heldout_rel_error=f1["heldout_rel_error"]
     )
-    res["mirage"] = {c: mirage(points, means, c, settings) for c in sorted(means["component"].unique())}
+    res["mirage"], res["errors"] = {}, {}
+    for comp in sorted(means["component"].unique()):
+        try:
+            res["mirage"][comp] = mirage(points, means, comp, settings)
+        except FIT_ERRORS as exc:  # one component's failed fit must not sink the whole report
+            res["errors"][f"mirage/{comp}"] = repr(exc)
     chance = {"exact_match": 0.0, "per_digit_acc": 0.0, "mc_grade": 1.0 / int(cfg.get("n_choices", 4))}
     res["forecast"], backtests, forecasts = {}, [], []
     for comp in headline:
-        fc = forecast_component(points, all_points, comp, cfg, chance, settings)
+        try:
+            fc = forecast_component(points, all_points, comp, cfg, chance, settings)
+        except FIT_ERRORS as exc:
+            res["errors"][f"forecast/{comp}"] = repr(exc)
+            continue
         res["forecast"].update(fc["results"])
         forecasts += fc["tables"]
         backtests += fc["backtests"]
@@ -224,9 +234,14 @@ def analyze(curves: pd.DataFrame, scores: pd.DataFrame, pass_until: pd.DataFrame
     res["pass_until"] = {}
     pu = pass_until[pass_until["family"] == "ladder"] if len(pass_until) else pass_until
     for comp, g in pu.groupby("component") if len(pu) else []:
+        greedy = points[points["component"] == comp].set_index(["size", "seed"])["exact_match"]
+        g = g.join(greedy.rename("greedy_em"), on=["size", "seed"])
         res["pass_until"][comp] = dict(
             an.pass_until_law(g["n_params"], g["pu_pooled"]),
-            greedy_zero_but_pu_positive=int((g["pu_pooled"] > 0).sum()),
+            n_rungs=len(g),
+            # rungs whose greedy EM is 0 on the component but whose sampled hit rate is measurably > 0
+            n_greedy_zero_sampled_positive=int(((g["greedy_em"] == 0) & (g["pu_pooled"] > 0)).sum()),
+            pu_vs_p_exact_max_abs_diff=float((g["pu_pooled"] - g["p_exact"]).abs().max()),
         )
     res["sharp_vs_smooth"] = sharp_vs_smooth(em_table)
     tables = dict(
@@ -343,5 +358,23 @@ def summarize(rep: dict, curves: pd.DataFrame) -> dict:
             for r in ref.itertuples()
         },
         fit_settings=rep["settings"].as_params(prefix=""),
+        fit_errors=res["errors"],
     )
     return jsonable(out)
+
+
+def headline_metrics(res: dict) -> dict[str, float]:
+    """Flat numbers for MLflow ``log_metrics``: forecast errors and coverage, hinge η, early shares."""
+    out: dict[str, float] = {}
+    for key, v in res["forecast"].items():
+        name = key.replace("/", ".")
+        out[f"forecast.{name}.heldout_mae"] = float(np.mean(v["heldout_abs_error"]))
+        out[f"forecast.{name}.coverage"] = v["coverage"]
+        out[f"forecast.{name}.backtest_mae"] = v["backtest_mean_abs_error"]
+    for comp, h in res["loss_threshold"].items():
+        out[f"hinge.{comp}.eta"] = h["eta"]
+    for comp, v in res["sharp_vs_smooth"].items():
+        out[f"early_share.{comp}.exact_match"] = v["em_early_share"]
+        out[f"early_share.{comp}.edit_distance"] = v["edit_distance_early_share"]
+        out[f"early_share.{comp}.logprob"] = v["logprob_early_share"]
+    return {k: float(v) for k, v in out.items() if v is not None and np.isfinite(v)}

@@ -86,6 +86,7 @@ def plot_mirage_panel(
         "norm_edit_distance",
         "per_digit_acc",
         "target_logprob",
+        "mc_grade",
         "brier",
     ),
 ):
