@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from lmcal import evalsets as ev
+from lmcal import hub_evalsets
 
 
 @pytest.fixture(scope="module")
@@ -184,7 +185,7 @@ def test_arc_from_local_parquet_with_letter_and_digit_keys(tmp_path):
     assert items["item_id"].tolist() == ["arc_easy:Mercury_1", "arc_easy:NYSEDREGENTS_2"]
     bad = raw.assign(answerKey=["Z", "2"])
     with pytest.raises(ValueError, match="answerKey"):
-        ev.arc_items(bad)
+        hub_evalsets.arc_items(bad)
 
 
 def test_hub_ids_go_to_load_dataset_with_pinned_revision(monkeypatch):
