@@ -42,3 +42,13 @@ def test_unknown_dataset_fails_fast_naming_the_key(tmp_path):
 def test_lint_is_clean(tmp_path):
     res = snakemake(tmp_path, "--lint")
     assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+
+
+def test_rules_are_snakefmt_formatted():
+    import subprocess
+    import sys
+
+    rules = sorted(str(p) for p in (REPO / "workflow" / "rules").glob("*.smk"))
+    res = subprocess.run([sys.executable, "-m", "snakefmt", "--check", str(REPO / "Snakefile"), *rules],
+                         cwd=REPO, capture_output=True, text=True)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]

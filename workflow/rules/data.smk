@@ -5,8 +5,6 @@ rule prepare_dataset:
     output:
         documents="results/data/{dataset}/documents.parquet",
         manifest="results/data/{dataset}/manifest.json",
-    params:
-        spec=lookup(dpath="datasets/{dataset}", within=config),
     log:
         "results/logs/prepare_dataset/{dataset}.log",
     benchmark:
@@ -16,6 +14,8 @@ rule prepare_dataset:
     threads: 1
     resources:
         mem_mb=4000,
+    params:
+        spec=lookup(dpath="datasets/{dataset}", within=config),
     script:
         "../scripts/prepare_dataset.py"
 
@@ -23,18 +23,18 @@ rule prepare_dataset:
 rule cache_model:
     output:
         info="results/models/{model}/model_info.json",
-    wildcard_constraints:
-        model="|".join(config["models"]) or "NO_MODELS",
-    params:
-        spec=lookup(dpath="models/{model}", within=config),
     log:
         "results/logs/cache_model/{model}.log",
     benchmark:
         "results/benchmarks/cache_model/{model}.tsv"
+    wildcard_constraints:
+        model="|".join(config["models"]) or "NO_MODELS",
     conda:
         "../../envs/lmcal.yaml"
     threads: 1
     resources:
         mem_mb=8000,
+    params:
+        spec=lookup(dpath="models/{model}", within=config),
     script:
         "../scripts/cache_model.py"

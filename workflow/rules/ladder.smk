@@ -8,11 +8,6 @@ rule train_tokenizer:
         tokenizer="results/ladder/tokenizer/tokenizer.json",
         tokens="results/ladder/tokens.safetensors",
         manifest="results/ladder/tokens.json",
-    params:
-        vocab_size=config["ladder"]["vocab_size"],
-        tokenizer_chars=config["ladder"]["tokenizer_chars"],
-        eval_fraction=config["ladder"]["eval_fraction"],
-        seed=config["seed"],
     log:
         "results/logs/train_tokenizer/train_tokenizer.log",
     benchmark:
@@ -22,6 +17,11 @@ rule train_tokenizer:
     threads: 1
     resources:
         mem_mb=4000,
+    params:
+        vocab_size=config["ladder"]["vocab_size"],
+        tokenizer_chars=config["ladder"]["tokenizer_chars"],
+        eval_fraction=config["ladder"]["eval_fraction"],
+        seed=config["seed"],
     script:
         "../scripts/train_tokenizer.py"
 
@@ -33,6 +33,15 @@ rule train_ladder_model:
     output:
         info="results/models/ladder-{size}/model_info.json",
         history="results/ladder/history/ladder-{size}.parquet",
+    log:
+        "results/logs/train_ladder_model/{size}.log",
+    benchmark:
+        "results/benchmarks/train_ladder_model/{size}.tsv"
+    conda:
+        "../../envs/lmcal.yaml"
+    threads: config["ladder"]["threads"]
+    resources:
+        mem_mb=4000,
     params:
         arch=lookup(dpath="ladder/sizes/{size}", within=config),
         steps=config["ladder"]["steps"],
@@ -43,15 +52,6 @@ rule train_ladder_model:
         eval_tokens=config["ladder"]["eval_tokens"],
         seed=config["seed"],
         checkpoint_dir="results/ladder/checkpoints/ladder-{size}",
-    log:
-        "results/logs/train_ladder_model/{size}.log",
-    benchmark:
-        "results/benchmarks/train_ladder_model/{size}.tsv"
-    conda:
-        "../../envs/lmcal.yaml"
-    threads: config["ladder"]["threads"]
-    resources:
-        mem_mb=4000,
     script:
         "../scripts/train_ladder_model.py"
 
@@ -64,10 +64,6 @@ rule ladder_summary:
         table="results/ladder/ladder.parquet",
         figure="results/ladder/loss_vs_size.png",
         summary="results/ladder/summary.json",
-    params:
-        sizes=list(config["ladder"]["sizes"]),
-        n_boot=200,
-        seed=config["seed"],
     log:
         "results/logs/ladder_summary/ladder_summary.log",
     benchmark:
@@ -77,5 +73,9 @@ rule ladder_summary:
     threads: 1
     resources:
         mem_mb=2000,
+    params:
+        sizes=list(config["ladder"]["sizes"]),
+        n_boot=200,
+        seed=config["seed"],
     script:
         "../scripts/ladder_summary.py"

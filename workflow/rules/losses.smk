@@ -8,8 +8,6 @@ rule benchmark_losses:
     output:
         table="results/losses/benchmark.parquet",
         summary="results/losses/summary.json",
-    params:
-        settings=config["losses"],
     log:
         "results/logs/benchmark_losses/benchmark_losses.log",
     benchmark:
@@ -20,5 +18,7 @@ rule benchmark_losses:
     resources:
         mem_mb=12000,
         gpu=int(config["losses"]["device"] == "cuda"),
+    params:
+        settings=config["losses"],
     script:
         "../scripts/benchmark_losses.py"
