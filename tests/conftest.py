@@ -25,6 +25,17 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 torch.set_num_threads(1)
 
 
+@pytest.fixture(scope="module")
+def tiny():
+    """A random tiny Llama over 97 ids (2 layers, GQA 4/2 heads), in eval mode; shared by module."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    cfg = LlamaConfig(vocab_size=97, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                      num_key_value_heads=2, max_position_embeddings=256)
+    return LlamaForCausalLM(cfg).eval()
+
+
 @pytest.fixture
 def tiny_model_dir(tmp_path: Path) -> Path:
     """A saved tiny Llama with its own byte-level BPE tokenizer and model_info.json (like results/models/*)."""

@@ -9,27 +9,11 @@ import torch
 from lmcal.scoring import HUMAN_COLUMNS, Scorer, chunked_temperature_stats, rolling_windows, score_documents
 from lmcal.transforms import DecodeConfig, entropy
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
 V = 97
 PROMPTS = [[1, 5, 6, 7], [1, 9], [1, 12, 13, 14, 15, 16, 17]]
 CONTS = [[20, 21, 22, 23, 24, 25], [30], [40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50]]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def tiny():
-    torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=V, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, max_position_embeddings=64)
-    return LlamaForCausalLM(cfg).eval()
 
 
 @pytest.fixture(scope="module")
