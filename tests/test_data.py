@@ -72,3 +72,19 @@ def test_bad_sources_fail_clearly(tmp_path):
     (tmp_path / "c.jsonl").write_text('{"t": "a"}\n')
     with pytest.raises(KeyError, match="text_field"):
         data.prepare_documents({"source": "local", "path": str(tmp_path / "c.jsonl")}, "x")
+
+
+def test_local_rows_through_a_paper_preparation_keep_the_instruction(tmp_path):
+    pytest.importorskip("nltk")
+    rows = [{"prompt": "[ WP ] A dragon hoards books .", "story": "It read them all , twice . " * 20},
+            {"prompt": "[ WP ] Short .", "story": "Too short ."}]
+    path = tmp_path / "wp.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    spec = {"source": "local", "path": str(path), "preparation": "writingprompts", "min_chars": 100}
+    docs, manifest = data.prepare_documents(spec, "wp")
+    assert docs["doc_id"].tolist() == ["writingprompts/0"]  # ids from the preparation; short story filtered
+    assert docs.loc[0, "context"] == "Write a story based on the following prompt: A dragon hoards books."
+    assert docs.loc[0, "text"].startswith("It read them all, twice.")
+    assert docs.loc[0, "source"] == "local" and manifest["resolved_revision"] is None
+    with pytest.raises(ValueError, match="preparation"):
+        data.prepare_documents({"source": "kjv", "preparation": "writingprompts"}, "bad")

@@ -55,3 +55,17 @@ def test_model_info_params_are_flat():
     info = models.ModelInfo("m", "hub", 10, 5, 100, 8, 2, extra={"loss": 1.5})
     p = info.as_params()
     assert p["extra.loss"] == 1.5 and "extra" not in p
+
+
+def test_resolved_revision_prefers_the_served_commit():
+    from types import SimpleNamespace
+
+    from lmcal.models import resolved_revision
+
+    sha = "0123456789abcdef0123456789abcdef01234567"
+    served = SimpleNamespace(config=SimpleNamespace(_commit_hash=sha))
+    assert resolved_revision(served, None) == sha
+    assert resolved_revision(served, sha) == sha
+    assert resolved_revision(served, "main") == f"main@{sha}"
+    local = SimpleNamespace(config=SimpleNamespace())
+    assert resolved_revision(local, None) == "main" and resolved_revision(local, "v1.0") == "v1.0"

