@@ -94,13 +94,18 @@ def iter_stdlib(exclude: tuple[str, ...] = ("test", "tests", "idlelib", "lib2to3
         yield {"doc_id": f"stdlib/{rel.as_posix()}", "text": text, "group": rel.parts[0]}
 
 
+def local_files(path: str) -> list[Path]:
+    """The files a local ``path`` names: the sorted matches of a glob pattern, or the path itself."""
+    import glob
+
+    return sorted(map(Path, glob.glob(path))) if any(c in path for c in "*?[") else [Path(path)]
+
+
 def iter_local(path: str, text_field: str = "text", id_field: str | None = None) -> Iterator[dict]:
     """Local files through `datasets`: .txt (one document per file), .jsonl/.json, .parquet, .csv."""
     import datasets
 
-    import glob
-
-    files = sorted(map(Path, glob.glob(path))) if any(c in path for c in "*?[") else [Path(path)]
+    files = local_files(path)
     if not files or not all(f.exists() for f in files):
         raise FileNotFoundError(f"data: no local files match {path!r}")
     suffix = files[0].suffix.lower()
@@ -139,11 +144,7 @@ def iter_prepared(spec: dict[str, Any]) -> Iterator[dict]:
         splits = spec.get("splits") or [spec.get("split", "train")]
         rows = protocol.load_rows(spec["id"], spec.get("revision"), splits=splits, name=spec.get("name"))
     elif spec["source"] == "local":
-        import glob
-
-        path = spec["path"]
-        files = sorted(glob.glob(path)) if any(c in path for c in "*?[") else [path]
-        rows = protocol.load_rows(path=files)
+        rows = protocol.load_rows(path=[str(f) for f in local_files(spec["path"])])
     else:
         raise ValueError(f"data: preparation {spec['preparation']!r} needs source hub or local, got {spec['source']!r}")
     docs = protocol.prepare_documents(spec["preparation"], rows)

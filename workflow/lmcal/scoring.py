@@ -31,6 +31,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from lmcal.losses.reference import apply_softcap
 from lmcal.transforms import DecodeConfig, entropy, mixture_logloss
 
 HUMAN_COLUMNS = ["doc_id", "n_tokens", "logloss", "logloss_finite", "entropy", "outside_kept"]
@@ -50,9 +51,7 @@ def _logits(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, ca
     z = (h @ weight.T).float()
     if bias is not None:
         z = z + bias.float()
-    if cap is not None:
-        z = torch.tanh(z / cap) * cap
-    return z
+    return apply_softcap(z, cap)
 
 
 def chunked_temperature_stats(

@@ -31,6 +31,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
 from lmcal import io
+from lmcal.losses.reference import apply_softcap
 from lmcal.sft_data import IGNORE_INDEX, collate
 
 LOSS_IMPLS = ("torch", "chunked", "triton", "auto")
@@ -62,9 +63,7 @@ def transform_logits(logits: torch.Tensor, temperature: float = 1.0, softcap: fl
         raise ValueError(f"softcap: expected None or > 0, got {softcap}")
     if temperature != 1.0:
         logits = logits / temperature
-    if softcap is not None:
-        logits = softcap * torch.tanh(logits / softcap)
-    return logits
+    return apply_softcap(logits, softcap)
 
 
 @dataclass
