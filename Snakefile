@@ -21,4 +21,4 @@ include: "workflow/rules/losses.smk"
 rule all:
     default_target: True
     input:
-        lmcal.config.final_targets(config),
+        lmcal.core.config.final_targets(config),

@@ -39,11 +39,12 @@ def tiny():
 @pytest.fixture
 def tiny_model_dir(tmp_path: Path) -> Path:
     """A saved tiny Llama with its own byte-level BPE tokenizer and model_info.json (like results/models/*)."""
-    from lmcal import ladder, models
+    from lmcal.models import llama, tokenizers
+    from lmcal.models import store as models
 
     texts = ["the quick brown fox jumps over the lazy dog " * 20, "def f(x):\n    return x + 1\n" * 20]
-    tok = ladder.train_bpe_tokenizer(texts, vocab_size=300)
-    model = ladder.build_llama(len(tok), 32, 2, 4, max_position=256, seed=0, eos_token_id=tok.eos_token_id,
+    tok = tokenizers.train_bpe_tokenizer(texts, vocab_size=300)
+    model = llama.build_llama(len(tok), 32, 2, 4, max_position=256, seed=0, eos_token_id=tok.eos_token_id,
                                pad_token_id=tok.pad_token_id)
     info = models.describe(model, tok, name="tiny", source="test", origin=None, revision=None)
     out = tmp_path / "models" / "tiny"

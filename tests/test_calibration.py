@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from lmcal import calibration as cal
+from lmcal.calibration import metrics as cal
 
 
 def _naive_ece(conf, correct, n_bins, rms=False):

@@ -3,8 +3,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from lmcal import config
+from lmcal.core import config
 
 REPO = Path(__file__).resolve().parents[1]
 

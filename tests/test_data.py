@@ -2,8 +2,7 @@ import json
 
 import pandas as pd
 import pytest
-
-from lmcal import data
+from lmcal.data import documents as data
 
 
 def test_shakespeare_scenes_are_clean_documents():

@@ -330,10 +330,10 @@ def _planted_outputs(seed=0):
 
 
 def test_report_on_planted_ladder(tmp_path):
-    from lmcal import io
+    from lmcal.core import io
+    from lmcal.emergence.figures import make_figures
     from lmcal.emergence.report import analyze, headline_metrics, summarize
     from lmcal.emergence.study import rescore
-    from lmcal.figures.emergence import make_figures
 
     outputs, samples = _planted_outputs()
     res = rescore([outputs], [samples])

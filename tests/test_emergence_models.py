@@ -18,7 +18,7 @@ def char_tok():
 
 
 def test_char_tokenizer_round_trip(char_tok, tmp_path):
-    from lmcal import tasks
+    from lmcal.emergence import tasks
     from transformers import AutoTokenizer
 
     items = tasks.make_eval_items(tasks.TaskSpec(eval_items=4), seed=0)
@@ -32,7 +32,7 @@ def test_char_tokenizer_round_trip(char_tok, tmp_path):
 
 
 def _tiny_model(vocab_size, seed=0, scale=1.0):
-    from lmcal.ladder import build_llama
+    from lmcal.models.llama import build_llama
 
     model = build_llama(
         vocab_size=vocab_size, hidden_size=16, n_layers=1, n_heads=2, max_position=128, seed=seed
@@ -90,7 +90,7 @@ def test_sample_until_hit_rate_matches_exact_probability():
 
 
 def test_item_outputs_and_rescoring_end_to_end(char_tok, tmp_path):
-    from lmcal import tasks
+    from lmcal.emergence import tasks
     from lmcal.emergence.outputs import item_outputs
 
     spec = tasks.TaskSpec(
@@ -102,7 +102,7 @@ def test_item_outputs_and_rescoring_end_to_end(char_tok, tmp_path):
     for r in out.itertuples():
         assert tasks.STOP not in r.generation and len(r.target_logprobs) == len(r.target_ids) == len(r.target)
         assert len(r.choice_logprobs) == len(r.choices) and np.all(np.asarray(r.target_logprobs) < 0)
-    from lmcal import io
+    from lmcal.core import io
 
     io.write_parquet(out, tmp_path / "outputs.parquet")  # stored, then re-scored (lists come back as arrays)
     s = mt.score_outputs(io.read_parquet(tmp_path / "outputs.parquet"))
@@ -111,7 +111,7 @@ def test_item_outputs_and_rescoring_end_to_end(char_tok, tmp_path):
 
 
 def test_train_rung_layout_and_resume(tmp_path):
-    from lmcal import tasks
+    from lmcal.emergence import tasks
     from lmcal.emergence.ladder import TrainSettings, heldout_ce, list_snapshots, train_rung
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -142,9 +142,9 @@ def test_train_rung_layout_and_resume(tmp_path):
     # a second run stopped early and resumed gives the same weights as the uninterrupted run
     final = AutoModelForCausalLM.from_pretrained(out)
     work = tmp_path / "work2"
-    import lmcal.ladder
+    import lmcal.models.llama
 
-    real_eval, calls = lmcal.ladder.evaluate_lm, []
+    real_eval, calls = lmcal.models.llama.evaluate_lm, []
 
     def crashing_eval(*args, **kwargs):  # 4th evaluation = step 12, after the step-8 checkpoint
         calls.append(1)
@@ -153,7 +153,7 @@ def test_train_rung_layout_and_resume(tmp_path):
         return real_eval(*args, **kwargs)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(lmcal.ladder, "evaluate_lm", crashing_eval)
+        mp.setattr(lmcal.models.llama, "evaluate_lm", crashing_eval)
         with pytest.raises(RuntimeError, match="simulated"):
             train_rung(size, 0, train, held, settings, tmp_path / "b", work, progress=False)
     assert (work / "checkpoint.json").exists() and not (tmp_path / "b").exists()
@@ -170,9 +170,9 @@ def test_train_rung_layout_and_resume(tmp_path):
 
 
 def test_rung_targets_and_task_data():
-    from lmcal import tasks
+    from lmcal.emergence import tasks
     from lmcal.emergence.study import build_task_data, select_items
-    from lmcal.emergence.targets import code_version, rung_paths, rungs
+    from lmcal.workflow.emergence import code_version, rung_paths, rungs
 
     cfg = dict(
         sizes={"b": dict(hidden_size=32, n_layers=2), "a": dict(hidden_size=8, n_layers=2),
@@ -183,7 +183,7 @@ def test_rung_targets_and_task_data():
     # ordered by hidden² · layers (a < c < b); only the smallest size gets every seed
     assert rungs(cfg) == [("a", 0), ("a", 5), ("c", 0), ("b", 0)]
     assert rung_paths(cfg, "m/size~{tsize}/seed~{seed}")[1] == "m/size~a/seed~5"
-    assert len(code_version("lmcal.tasks")) == 12 and code_version("lmcal.tasks") != code_version("lmcal.io")
+    assert len(code_version("lmcal.emergence.tasks")) == 12 and code_version("lmcal.emergence.tasks") != code_version("lmcal.core.io")
     data = build_task_data(
         tasks.TaskSpec(ops=["add"], digits=[2], eval_items=5, translit_lengths=[]), 0, 30, 5
     )

@@ -6,7 +6,8 @@ import matplotlib
 import numpy as np
 import pandas as pd
 import pytest
-from lmcal import entropy as ent
+from lmcal.core import paths
+from lmcal.entropy import analysis
 
 matplotlib.use("Agg")
 
@@ -29,73 +30,73 @@ def _human(losses, doc_ids=None, outside=None) -> pd.DataFrame:
 
 
 def test_alive_mean_curve_hand_computed():
-    c = ent.alive_mean_curve(ENT)
+    c = analysis.alive_mean_curve(ENT)
     assert c["step"].tolist() == [0, 1, 2, 3, 4]
     assert c["n_alive"].tolist() == [3, 3, 2, 1, 1]
     assert np.allclose(c["mean"], [5 / 3, 7 / 3, 3.0, 1.0, 1.0])
-    cut = ent.alive_mean_curve(ENT, max_len=2)
+    cut = analysis.alive_mean_curve(ENT, max_len=2)
     assert cut["n_alive"].tolist() == [3, 3] and np.allclose(cut["mean"], [5 / 3, 7 / 3])
 
 
 def test_entce_is_token_weighted_not_mean_of_sequence_means():
-    s = ent.entce_scalars(_samples(ENT), _human(LL), max_len=None)
+    s = analysis.entce_scalars(_samples(ENT), _human(LL), max_len=None)
     assert s["entropy"] == pytest.approx(20 / 10)  # mean of per-sequence means would be (1.5 + 4 + 1)/3
     assert s["logloss"] == pytest.approx(12.5 / 7)
     assert s["entce"] == pytest.approx(2.0 - 12.5 / 7)
-    cut = ent.entce_scalars(_samples(ENT), _human(LL), max_len=3)
+    cut = analysis.entce_scalars(_samples(ENT), _human(LL), max_len=3)
     assert cut["entropy"] == pytest.approx(18 / 8) and cut["logloss"] == pytest.approx(10.5 / 6)
     assert cut["entce"] == pytest.approx(0.5) and cut["n_tokens_generated"] == 8 and cut["n_tokens_human"] == 6
     # invariant: the token-weighted mean is the n_alive-weighted mean of the alive-mean curve
-    c = ent.alive_mean_curve(ENT, max_len=3)
+    c = analysis.alive_mean_curve(ENT, max_len=3)
     assert np.sum(c["mean"] * c["n_alive"]) / c["n_alive"].sum() == pytest.approx(cut["entropy"])
 
 
 def test_truncation_inf_and_outside_fraction():
     ll = [[1.0, np.inf], [2.0]]
     human = _human(ll, outside=[[False, True], [False]]).assign(logloss_finite=[[1.0, 9.0], [2.0]])
-    s = ent.entce_scalars(_samples([[1.0, 1.0], [1.0]]), human, max_len=None)
+    s = analysis.entce_scalars(_samples([[1.0, 1.0], [1.0]]), human, max_len=None)
     assert s["logloss"] == np.inf and s["entce"] == -np.inf
     assert s["logloss_finite"] == pytest.approx(4.0) and s["entce_finite"] == pytest.approx(-3.0)
     assert s["frac_outside_kept"] == pytest.approx(1 / 3)
 
 
 def test_ema_single_factor_and_curves_table():
-    assert np.allclose(ent.ema(np.array([1.0, 3.0, 5.0]), 0.5), [1.0, 2.0, 3.5])
-    assert np.allclose(ent.ema(np.array([1.0, 3.0]), 1.0), [1.0, 3.0])
+    assert np.allclose(analysis.ema(np.array([1.0, 3.0, 5.0]), 0.5), [1.0, 2.0, 3.5])
+    assert np.allclose(analysis.ema(np.array([1.0, 3.0]), 1.0), [1.0, 3.0])
     with pytest.raises(ValueError, match="smoothing"):
-        ent.ema(np.ones(3), 0.0)
-    curves = ent.entropy_curves(_samples(ENT), _human(LL), max_len=None, smoothing=0.5)
+        analysis.ema(np.ones(3), 0.0)
+    curves = analysis.entropy_curves(_samples(ENT), _human(LL), max_len=None, smoothing=0.5)
     e = curves[curves["series"] == "entropy"]
-    assert np.allclose(e["smoothed"], ent.ema(e["mean"].to_numpy(), 0.5))
+    assert np.allclose(e["smoothed"], analysis.ema(e["mean"].to_numpy(), 0.5))
     ll = curves[curves["series"] == "logloss"]
-    assert np.allclose(ll["smoothed"], ent.ema(ll["mean"].to_numpy(), 0.5))  # same factor for both curves
+    assert np.allclose(ll["smoothed"], analysis.ema(ll["mean"].to_numpy(), 0.5))  # same factor for both curves
     assert ll["n_alive"].tolist() == [3, 2, 1, 1]
 
 
 def test_bad_inputs_raise():
     bad = _samples(ENT).assign(gen_len=[2, 3, 4])
     with pytest.raises(ValueError, match="gen_len"):
-        ent.entce_scalars(bad, _human(LL))
+        analysis.entce_scalars(bad, _human(LL))
     with pytest.raises(ValueError, match="lacks columns"):
-        ent.entce_scalars(_samples(ENT).drop(columns="entropy"), _human(LL))
+        analysis.entce_scalars(_samples(ENT).drop(columns="entropy"), _human(LL))
     with pytest.raises(ValueError, match="NaN"):
-        ent.alive_mean_curve([[1.0, np.nan]])
+        analysis.alive_mean_curve([[1.0, np.nan]])
     with pytest.raises(ValueError, match="max_len"):
-        ent.alive_mean_curve(ENT, max_len=0)
+        analysis.alive_mean_curve(ENT, max_len=0)
 
 
 def test_bootstrap_replicate_equals_naive_resampled_corpus():
     samples = _samples(ENT + [[2.0, 2.0]], doc_ids=[0, 1, 2, 0])  # doc 0 has two samples
     human = _human(LL)
-    sums = ent.document_sums(samples, human, max_len=4)
+    sums = analysis.document_sums(samples, human, max_len=4)
     assert sums.set_index("doc_id").loc[0, "ent_n"] == 4  # both samples of doc 0 pooled
-    boot = ent.bootstrap_entce(sums, n_boot=5, seed=3)
+    boot = analysis.bootstrap_entce(sums, n_boot=5, seed=3)
     weights = np.random.default_rng(3).multinomial(3, np.full(3, 1 / 3), size=5)
     for b, w in enumerate(weights):  # rebuild each replicate by repeating whole documents
         docs = np.repeat(sums["doc_id"].to_numpy(), w)
         rs = pd.concat([samples[samples["doc_id"] == d] for d in docs])
         rh = pd.concat([human[human["doc_id"] == d] for d in docs])
-        assert boot[b] == pytest.approx(ent.entce_scalars(rs, rh, max_len=4)["entce"])
+        assert boot[b] == pytest.approx(analysis.entce_scalars(rs, rh, max_len=4)["entce"])
 
 
 def _planted_family(slope: float, intercept: float, sizes, n_docs: int = 60, seed: int = 0):
@@ -109,8 +110,8 @@ def _planted_family(slope: float, intercept: float, sizes, n_docs: int = 60, see
         h = _human([3 + 0.3 * rng.standard_normal(L) for L in rng.integers(5, 40, size=n_docs)])
         model = f"ladder-{k}"
         records.append({"model": model, "dataset": "code", "decode": "t1.0", "n_params_non_embedding": n,
-                        "n_params": 2 * n, **ent.entce_scalars(s, h, max_len=30)})
-        sums[(model, "code")] = ent.document_sums(s, h, max_len=30)
+                        "n_params": 2 * n, **analysis.entce_scalars(s, h, max_len=30)})
+        sums[(model, "code")] = analysis.document_sums(s, h, max_len=30)
     return records, sums
 
 
@@ -119,9 +120,9 @@ def test_size_fit_recovers_planted_slope_with_ci_and_sign():
     records, sums = _planted_family(-0.3, np.log(0.05), sizes)
     records.append({**records[0], "model": "smollm2", "n_params_non_embedding": 1.3e8})
     sums[("smollm2", "code")] = sums[("ladder-0", "code")]
-    table = ent.entce_table(records, {"ladder": ["ladder-*"]})
+    table = analysis.entce_table(records, {"ladder": ["ladder-*"]})
     assert set(table["family"]) == {"ladder", "smollm2"}
-    fits, draws = ent.size_fits(table, sums, decode="t1.0", n_boot=200, seed=0)
+    fits, draws = analysis.size_fits(table, sums, decode="t1.0", n_boot=200, seed=0)
     f = fits.set_index("family").loc["ladder"]
     assert f["status"] == "ok" and f["n_fit"] == 6
     assert f["slope"] < 0 and f["slope_hi"] < 0  # EntCE falls with size: a negative exponent (spec §4)
@@ -132,7 +133,7 @@ def test_size_fit_recovers_planted_slope_with_ci_and_sign():
     covered = []
     for seed in range(1, 6):
         recs, ss = _planted_family(-0.3, np.log(0.05), sizes, seed=seed)
-        g = ent.size_fits(ent.entce_table(recs, {"ladder": ["ladder-*"]}), ss, decode="t1.0", n_boot=200, seed=seed)[0].iloc[0]
+        g = analysis.size_fits(analysis.entce_table(recs, {"ladder": ["ladder-*"]}), ss, decode="t1.0", n_boot=200, seed=seed)[0].iloc[0]
         assert g["slope"] == pytest.approx(-0.3, abs=0.05)
         covered.append(g["slope_lo"] < -0.3 < g["slope_hi"] and g["intercept_lo"] < np.log(0.05) < g["intercept_hi"])
     assert sum(covered) >= 4, covered
@@ -143,33 +144,33 @@ def test_size_fit_negative_entce_policies():
     records, sums = _planted_family(-0.3, np.log(0.05), sizes)
     # make the smallest model overconfident: its samples are lower-entropy than human text
     records[0]["entce"] = -0.02
-    table = ent.entce_table(records, {"ladder": ["ladder-*"]})
+    table = analysis.entce_table(records, {"ladder": ["ladder-*"]})
     with pytest.warns(UserWarning, match="left out"):
-        dropped, _ = ent.size_fits(table, sums, decode="t1.0", negative="drop", n_boot=20)
+        dropped, _ = analysis.size_fits(table, sums, decode="t1.0", negative="drop", n_boot=20)
     assert dropped.loc[0, "n_fit"] == 4 and dropped.loc[0, "dropped"] == ["ladder-0"]
-    kept, _ = ent.size_fits(table, sums, decode="t1.0", negative="abs", n_boot=20)
+    kept, _ = analysis.size_fits(table, sums, decode="t1.0", negative="abs", n_boot=20)
     assert kept.loc[0, "n_fit"] == 5 and kept.loc[0, "n_negative"] == 1
     with pytest.raises(ValueError, match="negative"):
-        ent.size_fits(table, sums, decode="t1.0", negative="clip")
+        analysis.size_fits(table, sums, decode="t1.0", negative="clip")
 
 
 def test_temperature_table_and_family_lookup():
     decodes = {"t1.0": {"temperature": 1.0}, "t0.8": {"temperature": 0.8}, "k40": {"temperature": 1.0, "top_k": 40}}
     table = pd.DataFrame({"model": "m", "dataset": "d", "decode": ["t1.0", "t0.8", "k40"], "entce": [0.3, 0.1, 0.0],
                           "logloss": [2.0, 2.1, np.inf]})
-    t = ent.temperature_table(table, decodes)
+    t = analysis.temperature_table(table, decodes)
     assert t["decode"].tolist() == ["t0.8", "t1.0"] and t["temperature"].tolist() == [0.8, 1.0]
     with pytest.raises(ValueError, match="not in the entropy decodes"):
-        ent.temperature_table(table, decodes, use=["t0.5"])
-    assert ent.family_of("ladder-3m", {"ladder": ["ladder-*"]}) == "ladder"
-    assert ent.family_of("qwen", {"ladder": ["ladder-*"]}) == "qwen"
+        analysis.temperature_table(table, decodes, use=["t0.5"])
+    assert analysis.family_of("ladder-3m", {"ladder": ["ladder-*"]}) == "ladder"
+    assert analysis.family_of("qwen", {"ladder": ["ladder-*"]}) == "qwen"
 
 
 def test_exponent_table_signs_follow_zipf_alpha():
     fits = pd.DataFrame([{"family": "ladder", "dataset": "code", "status": "ok", "n_fit": 6, "slope": -0.3,
                           "slope_lo": -0.4, "slope_hi": -0.2}])
     zipf = {"code": {"alpha": 1.5, "alpha_ci": [1.45, 1.55]}, "prose": {"alpha": 0.918, "alpha_ci": [0.9, 0.93]}}
-    t = ent.exponent_table(fits, zipf, v=10**5, m_lo=1e2, m_hi=None).set_index("dataset")
+    t = analysis.exponent_table(fits, zipf, v=10**5, m_lo=1e2, m_hi=None).set_index("dataset")
     assert t.loc["code", "predicted"] == pytest.approx(-1 / 3) and t.loc["code", "measured"] == -0.3
     assert t.loc["code", "predicted_lo"] < t.loc["code", "predicted"] < t.loc["code", "predicted_hi"]
     assert t.loc["prose", "predicted"] > 0  # heavy-tailed text (alpha < 1) predicts a positive exponent
@@ -177,12 +178,12 @@ def test_exponent_table_signs_follow_zipf_alpha():
 
 
 def test_figures_draw(tmp_path):
-    from lmcal import io
-    from lmcal.figures import entropy as figs
+    from lmcal.core import io
+    from lmcal.entropy import figures as figs
 
     records, sums = _planted_family(-0.3, np.log(0.05), np.logspace(5, 8, 4))
-    table = ent.entce_table(records, {"ladder": ["ladder-*"]})
-    fits, draws = ent.size_fits(table, sums, decode="t1.0", n_boot=20)
+    table = analysis.entce_table(records, {"ladder": ["ladder-*"]})
+    fits, draws = analysis.size_fits(table, sums, decode="t1.0", n_boot=20)
     fig = figs.plot_size_fits(table, fits, draws, decode="t1.0")
     label = fig.axes[0].get_legend().get_texts()[0].get_text()
     slope = fits.loc[0, "slope"]
@@ -192,14 +193,14 @@ def test_figures_draw(tmp_path):
 
 
 def test_step_curve_and_theory_figures_draw_every_series():
-    from lmcal import theory
-    from lmcal.figures import entropy as figs
+    from lmcal.entropy import figures as figs
+    from lmcal.entropy import theory
 
     curves, sizes = [], {}
     for k, n in enumerate([1e5, 1e6, 1e7]):
         model = f"ladder-{k}"
         sizes[model] = n
-        c = ent.entropy_curves(_samples(ENT), _human(LL), max_len=None, smoothing=0.5)
+        c = analysis.entropy_curves(_samples(ENT), _human(LL), max_len=None, smoothing=0.5)
         curves.append(c.assign(model=model, dataset="code"))
     fig = figs.plot_step_curves(pd.concat(curves), sizes, {m: "ladder" for m in sizes})
     assert len(fig.axes[0].get_lines()) == 3 * 2  # entropy and log loss for each model
@@ -211,7 +212,7 @@ def test_step_curve_and_theory_figures_draw_every_series():
 
 
 def test_run_key_parses_the_path_convention():
-    key = ent.run_key("results/entropy/samples/model~ladder-h32/data~kjv/decode~t0.9.parquet")
+    key = paths.run_key("results/entropy/samples/model~ladder-h32/data~kjv/decode~t0.9.parquet")
     assert key == {"model": "ladder-h32", "dataset": "kjv", "decode": "t0.9"}
     with pytest.raises(ValueError, match="does not follow"):
-        ent.run_key("results/entropy/samples/ladder-h32/kjv.parquet")
+        paths.run_key("results/entropy/samples/ladder-h32/kjv.parquet")

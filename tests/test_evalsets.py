@@ -8,13 +8,14 @@ import operator
 import numpy as np
 import pandas as pd
 import pytest
-from lmcal import evalsets as ev
-from lmcal import hub_evalsets
+from lmcal.data import evalsets
+from lmcal.data.evalsets import hub as hub_evalsets
+from lmcal.data.evalsets import schema, synthetic
 
 
 @pytest.fixture(scope="module")
 def facts() -> pd.DataFrame:
-    return ev.country_facts(seed=0, fields=ev.FACT_FIELDS)
+    return synthetic.country_facts(seed=0, fields=synthetic.FACT_FIELDS)
 
 
 def _fact(facts, country, field):
@@ -32,7 +33,7 @@ def test_country_facts_hold_real_answers(facts):
     assert _fact(facts, "Madagascar", "demonym")["answer"] == "Malagasy"
     assert "France" in _fact(facts, "France", "capital")["question"]
     assert facts["fact_id"].is_unique
-    assert set(facts["field"]) == set(ev.FACT_FIELDS) and len(facts) > 800
+    assert set(facts["field"]) == set(synthetic.FACT_FIELDS) and len(facts) > 800
 
 
 def test_country_facts_drop_give_away_answers_and_are_deterministic(facts):
@@ -40,32 +41,32 @@ def test_country_facts_drop_give_away_answers_and_are_deterministic(facts):
         assert row.answer == row.accepted[0]
         assert all(a.lower() not in row.country.lower() and row.country.lower() not in a.lower() for a in row.accepted)
     assert not ((facts["country"] == "Luxembourg") & (facts["field"] == "capital")).any()
-    pd.testing.assert_frame_equal(facts, ev.country_facts(seed=0, fields=ev.FACT_FIELDS))
-    other = ev.country_facts(seed=1, fields=ev.FACT_FIELDS)
+    pd.testing.assert_frame_equal(facts, synthetic.country_facts(seed=0, fields=synthetic.FACT_FIELDS))
+    other = synthetic.country_facts(seed=1, fields=synthetic.FACT_FIELDS)
     assert (other["answer"] == facts["answer"]).all() and (other["question"] != facts["question"]).any()
     with pytest.raises(ValueError, match="fields"):
-        ev.country_facts(fields=("capital", "anthem"))
+        synthetic.country_facts(fields=("capital", "anthem"))
 
 
 def test_split_is_disjoint_by_country_complete_and_stable(facts):
-    sft, held = ev.split_facts(facts, eval_fraction=0.4, seed=3)
+    sft, held = synthetic.split_facts(facts, eval_fraction=0.4, seed=3)
     assert set(sft["country"]).isdisjoint(held["country"])
     assert sorted(sft["fact_id"].tolist() + held["fact_id"].tolist()) == sorted(facts["fact_id"])
     share = held["country"].nunique() / facts["country"].nunique()
     assert 0.3 < share < 0.5
     # The assignment depends on the country alone: a subset of fields is split the same way.
-    sub_sft, sub_held = ev.split_facts(facts[facts["field"] == "capital"], eval_fraction=0.4, seed=3)
+    sub_sft, sub_held = synthetic.split_facts(facts[facts["field"] == "capital"], eval_fraction=0.4, seed=3)
     assert set(sub_held["country"]) <= set(held["country"]) and set(sub_sft["country"]) <= set(sft["country"])
     # A larger fraction only moves countries into evaluation; another seed gives another split.
-    assert set(held["country"]) <= set(ev.split_facts(facts, 0.6, seed=3)[1]["country"])
-    assert set(held["country"]) != set(ev.split_facts(facts, 0.4, seed=4)[1]["country"])
-    assert len(ev.split_facts(facts, 0.0)[1]) == 0 and len(ev.split_facts(facts, 1.0)[0]) == 0
+    assert set(held["country"]) <= set(synthetic.split_facts(facts, 0.6, seed=3)[1]["country"])
+    assert set(held["country"]) != set(synthetic.split_facts(facts, 0.4, seed=4)[1]["country"])
+    assert len(synthetic.split_facts(facts, 0.0)[1]) == 0 and len(synthetic.split_facts(facts, 1.0)[0]) == 0
     with pytest.raises(ValueError, match="eval_fraction"):
-        ev.split_facts(facts, 1.5)
+        synthetic.split_facts(facts, 1.5)
 
 
 def test_facts_to_mcq_gold_and_distractors(facts):
-    items = ev.facts_to_mcq(facts, n_choices=4, seed=0)
+    items = synthetic.facts_to_mcq(facts, n_choices=4, seed=0)
     by_id = {f.fact_id: f for f in facts.itertuples()}
     answers = facts.groupby("field")["answer"].agg(set).to_dict()
     for row in items.itertuples():
@@ -78,36 +79,36 @@ def test_facts_to_mcq_gold_and_distractors(facts):
         assert set(distractors) <= answers[fact.field]
     counts = np.bincount(items["gold"], minlength=4) / len(items)
     assert np.all(np.abs(counts - 0.25) < 0.05)  # gold position is uniform
-    pd.testing.assert_frame_equal(items, ev.facts_to_mcq(facts, n_choices=4, seed=0))
+    pd.testing.assert_frame_equal(items, synthetic.facts_to_mcq(facts, n_choices=4, seed=0))
     with pytest.raises(ValueError, match="n_choices"):
-        ev.facts_to_mcq(facts[facts["field"] == "region"], n_choices=6)
+        synthetic.facts_to_mcq(facts[facts["field"] == "region"], n_choices=6)
 
 
 def test_countries_evalset_uses_only_eval_countries_and_balances_fields(facts):
-    items = ev.countries_evalset(n_items=100, seed=0, eval_fraction=0.5, split_seed=0)
-    _, held = ev.split_facts(ev.country_facts(0), 0.5, 0)
+    items = synthetic.countries_evalset(n_items=100, seed=0, eval_fraction=0.5, split_seed=0)
+    _, held = synthetic.split_facts(synthetic.country_facts(0), 0.5, 0)
     countries = {i.split(":", 2)[2] for i in items["item_id"]}
     assert countries <= set(held["country"])
     assert items["category"].value_counts().tolist() == [20] * 5
-    assert list(items.columns) == list(ev.SCHEMA) and items["item_id"].is_unique
-    pd.testing.assert_frame_equal(items, ev.countries_evalset(n_items=100, seed=0))
-    assert not items["item_id"].equals(ev.countries_evalset(n_items=100, seed=1)["item_id"])
+    assert list(items.columns) == list(schema.SCHEMA) and items["item_id"].is_unique
+    pd.testing.assert_frame_equal(items, synthetic.countries_evalset(n_items=100, seed=0))
+    assert not items["item_id"].equals(synthetic.countries_evalset(n_items=100, seed=1)["item_id"])
     with pytest.raises(ValueError, match="n_items"):
-        ev.countries_evalset(n_items=10_000)
+        synthetic.countries_evalset(n_items=10_000)
 
 
 def test_arithmetic_evalset_gold_is_the_true_result():
-    items = ev.arithmetic_evalset(n_items=300, n_choices=4, seed=5, max_operand=50)
+    items = synthetic.arithmetic_evalset(n_items=300, n_choices=4, seed=5, max_operand=50)
     ops = {"+": operator.add, "-": operator.sub, "*": operator.mul}
     for row in items.itertuples():
         a, op, b = row.question.removeprefix("What is ").removesuffix("?").split()
-        assert int(row.choices[row.gold]) == ops[op](int(a), int(b)) and row.category == ev.OPERATION_NAMES[op]
+        assert int(row.choices[row.gold]) == ops[op](int(a), int(b)) and row.category == synthetic.OPERATION_NAMES[op]
         assert 1 <= int(a) <= 50 and 1 <= int(b) <= 50
         assert len(set(row.choices)) == 4 and all(int(c) >= 0 for c in row.choices)
     assert set(items["category"]) == {"addition", "subtraction", "multiplication"}
-    pd.testing.assert_frame_equal(items, ev.arithmetic_evalset(n_items=300, n_choices=4, seed=5, max_operand=50))
+    pd.testing.assert_frame_equal(items, synthetic.arithmetic_evalset(n_items=300, n_choices=4, seed=5, max_operand=50))
     with pytest.raises(ValueError, match="operations"):
-        ev.arithmetic_evalset(operations=("/",))
+        synthetic.arithmetic_evalset(operations=("/",))
 
 
 # ------------------------------------------------------------------------------ hub formats from local files
@@ -130,11 +131,11 @@ def mmlu_dir(tmp_path):
 
 
 def test_mmlu_from_local_parquet_dir_picks_split(mmlu_dir):
-    items = ev.build_evalset({"kind": "mmlu", "path": str(mmlu_dir), "split": "test", "hub_config": "all"})
+    items = evalsets.build_evalset({"kind": "mmlu", "path": str(mmlu_dir), "split": "test", "hub_config": "all"})
     assert len(items) == 3
     assert items.loc[1, "choices"][items.loc[1, "gold"]] == "Mars"
     assert items["category"].tolist()[1] == "astronomy" and (items["source"] == "mmlu").all()
-    assert len(ev.build_evalset({"kind": "mmlu", "path": str(mmlu_dir), "split": "validation"})) == 1
+    assert len(evalsets.build_evalset({"kind": "mmlu", "path": str(mmlu_dir), "split": "validation"})) == 1
 
 
 def test_hellaswag_from_local_jsonl(tmp_path):
@@ -158,7 +159,7 @@ def test_hellaswag_from_local_jsonl(tmp_path):
     ]
     path = tmp_path / "hellaswag_val.jsonl"
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    items = ev.build_evalset({"kind": "hellaswag", "path": str(path)})
+    items = evalsets.build_evalset({"kind": "hellaswag", "path": str(path)})
     assert items["item_id"].tolist() == ["hellaswag:24", "hellaswag:92"]  # the unlabeled row is dropped
     assert items.loc[0, "question"] == "Roof shingle removal: A man is sitting on a roof. He"
     assert items.loc[0, "gold"] == 3 and items.loc[0, "choices"][3] == "starts pulling up roofing on a roof."
@@ -179,7 +180,7 @@ def test_arc_from_local_parquet_with_letter_and_digit_keys(tmp_path):
         }
     )
     raw.to_parquet(tmp_path / "arc.parquet")
-    items = ev.build_evalset({"kind": "arc", "path": str(tmp_path / "arc.parquet"), "name": "arc_easy"})
+    items = evalsets.build_evalset({"kind": "arc", "path": str(tmp_path / "arc.parquet"), "name": "arc_easy"})
     assert [c[g] for c, g in zip(items["choices"], items["gold"])] == ["whale", "heat"]
     assert [len(c) for c in items["choices"]] == [3, 5]
     assert items["item_id"].tolist() == ["arc_easy:Mercury_1", "arc_easy:NYSEDREGENTS_2"]
@@ -201,20 +202,20 @@ def test_hub_ids_go_to_load_dataset_with_pinned_revision(monkeypatch):
     monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: calls.append((a, k)) or FakeDataset())
     spec = {"kind": "mmlu", "hub_id": "cais/mmlu", "hub_config": "all", "split": "test", "revision": "abc123",
             "n_items": 4, "seed": 1}
-    items = ev.build_evalset(spec)
+    items = evalsets.build_evalset(spec)
     assert calls == [(("cais/mmlu", "all"), {"split": "test", "revision": "abc123"})]
     assert len(items) == 4
     # seeded sample, original order kept
     idx = [int(i.split(":")[1]) for i in items["item_id"]]
-    assert idx == sorted(idx) and items.equals(ev.build_evalset(spec))
+    assert idx == sorted(idx) and items.equals(evalsets.build_evalset(spec))
 
 
 def test_bad_specs_and_items_raise():
     with pytest.raises(ValueError, match="kind"):
-        ev.build_evalset({"kind": "trivia"})
+        evalsets.build_evalset({"kind": "trivia"})
     with pytest.raises(ValueError, match="path/hub_id"):
-        ev.build_evalset({"kind": "mmlu"})
+        evalsets.build_evalset({"kind": "mmlu"})
     bad = pd.DataFrame({"item_id": ["a"], "question": ["q"], "choices": [["x", "y"]], "gold": [2],
                         "source": ["s"], "category": [""]})
     with pytest.raises(ValueError, match="gold"):
-        ev.check_items(bad)
+        schema.check_items(bad)

@@ -6,9 +6,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from lmcal import generation
-from lmcal.generation import SAMPLE_COLUMNS, draw_from_log_probs, generate_samples, sample_batch, sample_rng
-from lmcal.transforms import DecodeConfig, entropy
+from lmcal.entropy import runs
+from lmcal.lm import sampling
+from lmcal.lm.decode import DecodeConfig, entropy
+from lmcal.lm.sampling import SAMPLE_COLUMNS, draw_from_log_probs, generate_samples, sample_batch, sample_rng
 from transformers import LlamaConfig, LlamaForCausalLM
 
 V = 97
@@ -113,7 +114,7 @@ def test_resume_after_crash_is_identical(tiny, tmp_path, monkeypatch):
               shard_size=2, progress=False)
     reference = generate_samples(tiny, prompts, ids, shard_dir=tmp_path / "ref", **kw)
 
-    real, calls = generation.sample_batch, []
+    real, calls = sampling.sample_batch, []
 
     def crashing(*args, **kwargs):
         calls.append(1)
@@ -121,14 +122,14 @@ def test_resume_after_crash_is_identical(tiny, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(generation, "sample_batch", crashing)
+    monkeypatch.setattr(sampling, "sample_batch", crashing)
     with pytest.raises(KeyboardInterrupt):
         generate_samples(tiny, prompts, ids, shard_dir=tmp_path / "run", **kw)
     assert sorted(p.name for p in (tmp_path / "run").glob("shard-*.parquet")) == [
         "shard-00000.parquet", "shard-00001.parquet"]
 
     resumed_calls = []
-    monkeypatch.setattr(generation, "sample_batch", lambda *a, **k: resumed_calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(sampling, "sample_batch", lambda *a, **k: resumed_calls.append(1) or real(*a, **k))
     resumed = generate_samples(tiny, prompts, ids, shard_dir=tmp_path / "run", **kw)
     assert len(resumed_calls) == 2  # only shards 2 and 3 were sampled again
     pd.testing.assert_frame_equal(resumed, reference)
@@ -155,24 +156,24 @@ def test_bad_arguments(tiny, tmp_path):
 
 def test_workflow_steps_end_to_end(tiny_model_dir, tmp_path):
     """prompts -> samples -> human scores through the functions the rules call, with the output contract."""
-    from lmcal import io, protocol, scoring
-    from lmcal.scoring import HUMAN_COLUMNS
+    from lmcal.core import io
+    from lmcal.lm.scoring import HUMAN_COLUMNS
 
     text = "the quick brown fox jumps over the lazy dog. " * 12
     docs = pd.DataFrame({"doc_id": ["short", "a", "b", "c"], "text": ["too short", text, text.upper(), text[5:]]})
     io.write_parquet(docs, tmp_path / "docs.parquet")
     root = tmp_path / "results" / "entropy"
     prompt_out = [root / "prompts" / "model~tiny" / "data~toy.parquet"]
-    summary = protocol.run_prompts(tiny_model_dir, {"toy": tmp_path / "docs.parquet"}, prompt_out, n=3,
+    summary = runs.run_prompts(tiny_model_dir, {"toy": tmp_path / "docs.parquet"}, prompt_out, n=3,
                                    prompt_tokens=8, max_new_tokens=6, min_continuation=6, max_context=4096)
     assert summary["toy"]["n"] == 3
     assert io.read_json(prompt_out[0].with_suffix(".json"))["doc_ids"] == ["a", "b", "c"]
     decodes = {"t1.0": {"temperature": 1.0}, "k5": {"top_k": 5, "temperature": 0.9}}
     samples = [root / "samples" / "model~tiny" / "data~toy" / f"decode~{k}.parquet" for k in decodes]
-    generation.run_sampling(tiny_model_dir, prompt_out, samples, decodes=decodes, seed=0, max_new_tokens=6,
+    runs.run_sampling(tiny_model_dir, prompt_out, samples, decodes=decodes, seed=0, max_new_tokens=6,
                             batch_size=2, shard_root=root / "shards" / "model~tiny")
     human = [root / "human" / "model~tiny" / "data~toy" / f"decode~{k}.parquet" for k in decodes]
-    scoring.run_scoring(tiny_model_dir, prompt_out, human, decodes=decodes, batch_size=2, vocab_chunk=64)
+    runs.run_scoring(tiny_model_dir, prompt_out, human, decodes=decodes, batch_size=2, vocab_chunk=64)
     assert not (root / "shards" / "model~tiny").exists()
     for s, h in zip(samples, human):
         sdf, hdf = pd.read_parquet(s), pd.read_parquet(h)

@@ -1,9 +1,8 @@
 import numpy as np
-import pandas as pd
 import pytest
 import torch
-
-from lmcal import ladder
+from lmcal.ladder import study
+from lmcal.models import llama, tokenizers
 
 
 def _stream(n=4000, vocab=50, seed=0):
@@ -15,17 +14,17 @@ def _stream(n=4000, vocab=50, seed=0):
 
 
 def test_tokenizer_round_trips_and_respects_vocab():
-    tok = ladder.train_bpe_tokenizer(["hello world, hello there " * 50, "x = 1\n" * 50], vocab_size=280)
+    tok = tokenizers.train_bpe_tokenizer(["hello world, hello there " * 50, "x = 1\n" * 50], vocab_size=280)
     assert len(tok) <= 280
     text = "hello there, x = 1"
     assert tok.decode(tok(text).input_ids) == text
     with pytest.raises(ValueError, match="vocab_size"):
-        ladder.train_bpe_tokenizer(["a"], vocab_size=100)
+        tokenizers.train_bpe_tokenizer(["a"], vocab_size=100)
 
 
 def test_tokenize_documents_separates_documents_with_eos():
-    tok = ladder.train_bpe_tokenizer(["ab cd ef " * 30], vocab_size=270)
-    stream = ladder.tokenize_documents(tok, ["ab cd", "ef"])
+    tok = tokenizers.train_bpe_tokenizer(["ab cd ef " * 30], vocab_size=270)
+    stream = tokenizers.tokenize_documents(tok, ["ab cd", "ef"])
     eos = tok.eos_token_id
     assert (stream == eos).sum() == 2 and stream[-1] == eos
 
@@ -33,27 +32,27 @@ def test_tokenize_documents_separates_documents_with_eos():
 def test_train_lm_learns_and_resume_matches_uninterrupted(tmp_path):
     ids = _stream()
     kw = dict(steps=12, batch_size=4, seq_len=16, lr=1e-2, warmup_steps=2, seed=3, progress=False)
-    m1 = ladder.build_llama(50, 16, 1, 2, seed=1)
-    h1 = ladder.train_lm(m1, ids, eval_ids=ids[:600], **kw)
+    m1 = llama.build_llama(50, 16, 1, 2, seed=1)
+    h1 = llama.train_lm(m1, ids, eval_ids=ids[:600], **kw)
     assert h1["eval_loss"][-1] < np.log(50) - 0.5, "a learnable stream must be learned"
 
     # Killed right after the step-6 checkpoint, then resumed with a fresh model: identical final weights.
-    m2 = ladder.build_llama(50, 16, 1, 2, seed=1)
+    m2 = llama.build_llama(50, 16, 1, 2, seed=1)
     with pytest.raises(KeyboardInterrupt):
         def stop(step, model):
             if step == 6:
                 raise KeyboardInterrupt
-        ladder.train_lm(m2, ids, **kw, checkpoint_dir=tmp_path / "b", checkpoint_every=6, on_checkpoint=stop)
-    m3 = ladder.build_llama(50, 16, 1, 2, seed=99)  # different init: everything must come from the checkpoint
-    ladder.train_lm(m3, ids, **kw, checkpoint_dir=tmp_path / "b", checkpoint_every=6)
-    m4 = ladder.build_llama(50, 16, 1, 2, seed=1)
-    ladder.train_lm(m4, ids, **kw)
+        llama.train_lm(m2, ids, **kw, checkpoint_dir=tmp_path / "b", checkpoint_every=6, on_checkpoint=stop)
+    m3 = llama.build_llama(50, 16, 1, 2, seed=99)  # different init: everything must come from the checkpoint
+    llama.train_lm(m3, ids, **kw, checkpoint_dir=tmp_path / "b", checkpoint_every=6)
+    m4 = llama.build_llama(50, 16, 1, 2, seed=1)
+    llama.train_lm(m4, ids, **kw)
     for a, b in zip(m3.state_dict().values(), m4.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 def test_lr_schedule_warmup_then_cosine_floor():
-    lrs = [ladder.lr_at(s, 100, 1.0, 10) for s in range(100)]
+    lrs = [llama.lr_at(s, 100, 1.0, 10) for s in range(100)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
     assert all(a >= b for a, b in zip(lrs[10:], lrs[11:]))
     assert lrs[-1] == pytest.approx(0.1, abs=1e-3)
@@ -61,16 +60,16 @@ def test_lr_schedule_warmup_then_cosine_floor():
 
 def test_split_documents_is_stable_and_sized():
     ids = [f"doc{i}" for i in range(2000)]
-    mask = ladder.split_documents(ids, 0.1, seed=0)
+    mask = tokenizers.split_documents(ids, 0.1, seed=0)
     assert 0.07 < mask.mean() < 0.13
     shuffled = ids[::-1]
-    assert list(ladder.split_documents(shuffled, 0.1, 0)) == list(mask[::-1])
+    assert list(tokenizers.split_documents(shuffled, 0.1, 0)) == list(mask[::-1])
 
 
 def test_evaluate_lm_matches_manual_cross_entropy():
-    m = ladder.build_llama(50, 16, 1, 2, seed=0)
+    m = llama.build_llama(50, 16, 1, 2, seed=0)
     ids = _stream(200)
-    got = ladder.evaluate_lm(m, ids, seq_len=16, batch_size=3)
+    got = llama.evaluate_lm(m, ids, seq_len=16, batch_size=3)
     n = (len(ids) - 1) // 16
     x = torch.from_numpy(ids[: n * 16 + 1].astype(np.int64))
     losses = []
@@ -84,9 +83,9 @@ def test_evaluate_lm_matches_manual_cross_entropy():
 def test_ladder_table_flags_non_monotone_losses():
     infos = [{"name": n, "n_params": p * 2, "n_params_non_embedding": p, "hidden_size": 1, "n_layers": 1,
               "vocab_size": 1} for n, p in [("b", 200), ("a", 100), ("c", 300)]]
-    t = ladder.ladder_table(infos, [3.0, 3.5, 3.2])
+    t = study.ladder_table(infos, [3.0, 3.5, 3.2])
     assert list(t["name"]) == ["a", "b", "c"]
     assert list(t["loss_decreases"]) == [True, True, False]
-    summary, fit = ladder.ladder_summary(t, n_boot=20)
+    summary, fit = study.ladder_summary(t, n_boot=20)
     assert summary["heldout_loss_monotone"] is False
     assert fit is not None and summary["loss_fit"]["form"] == "power_law"

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 import transformers
-from lmcal import mcq
+from lmcal.calibration import mcq
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 CORPUS = [

@@ -2,8 +2,8 @@ import json
 
 import pytest
 import torch
-
-from lmcal import ladder, models
+from lmcal.models import llama as ladder
+from lmcal.models import store as models
 
 
 def test_count_parameters_counts_tied_embeddings_once():
@@ -60,7 +60,7 @@ def test_model_info_params_are_flat():
 def test_resolved_revision_prefers_the_served_commit():
     from types import SimpleNamespace
 
-    from lmcal.models import resolved_revision
+    from lmcal.models.store import resolved_revision
 
     sha = "0123456789abcdef0123456789abcdef01234567"
     served = SimpleNamespace(config=SimpleNamespace(_commit_hash=sha))

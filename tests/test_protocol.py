@@ -4,8 +4,10 @@ import json
 
 import pandas as pd
 import pytest
-from lmcal import protocol
-from lmcal.protocol import build_prompts, shared_doc_ids
+from lmcal.core import paths
+from lmcal.data import corpora
+from lmcal.entropy import protocol
+from lmcal.entropy.protocol import build_prompts, shared_doc_ids
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
@@ -136,7 +138,7 @@ def write_jsonl(path, rows):
 
 def test_wikitext103_min_chars_and_stable_ids(tmp_path):
     rows = [{"text": "x" * 250}, {"text": "short"}, {"text": " = Title = \n" + "y" * 300}]
-    df = protocol.prepare_documents("wikitext103", protocol.load_rows(path=str(write_jsonl(tmp_path / "w.jsonl", rows))))
+    df = corpora.prepare_documents("wikitext103", corpora.load_rows(path=str(write_jsonl(tmp_path / "w.jsonl", rows))))
     assert df["doc_id"].tolist() == ["wikitext103/0", "wikitext103/2"]
     assert (df["context"] == "").all()
 
@@ -145,7 +147,7 @@ def test_writingprompts_detokenised_with_instruction(tmp_path):
     pytest.importorskip("nltk")
     rows = [{"prompt": "[ WP ] A dragon does n't like gold .",
              "story": "She said , \" I do n't know . \" ( Then she left . )"}]
-    df = protocol.prepare_documents("writingprompts", protocol.load_rows(path=str(write_jsonl(tmp_path / "p.jsonl", rows))))
+    df = corpora.prepare_documents("writingprompts", corpora.load_rows(path=str(write_jsonl(tmp_path / "p.jsonl", rows))))
     assert df.loc[0, "context"] == "Write a story based on the following prompt: A dragon doesn't like gold."
     text = df.loc[0, "text"]  # Treebank detokenisation, as the reference (nltk) does it
     assert text.startswith("She said,") and "don't know." in text and text.endswith("(Then she left.)")
@@ -159,24 +161,24 @@ def test_code_contests_longest_ascii_solution_and_image_filter(tmp_path):
         {"name": "2_B. pic", "description": "See <image> below.", "solutions": {"language": [3], "solution": ["x"]}},
         {"name": "3_C. none", "description": "No ASCII.", "solutions": {"language": [3], "solution": ["π"]}},
     ]
-    df = protocol.prepare_documents("code_contests", protocol.load_rows(path=str(write_jsonl(tmp_path / "c.jsonl", rows))))
+    df = corpora.prepare_documents("code_contests", corpora.load_rows(path=str(write_jsonl(tmp_path / "c.jsonl", rows))))
     assert df["doc_id"].tolist() == ["code_contests/0"]
     assert df.loc[0, "text"] == "```a = 1\nprint(a)```"  # longest ASCII one, stripped, fenced
-    assert df.loc[0, "context"] == protocol.CODELLAMA_INSTRUCTION + "\nAdd two numbers."
+    assert df.loc[0, "context"] == corpora.CODELLAMA_INSTRUCTION + "\nAdd two numbers."
 
 
 def test_prepare_documents_rejects_unknown_kind():
     with pytest.raises(ValueError, match="kind"):
-        protocol.prepare_documents("c4", [])
+        corpora.prepare_documents("c4", [])
 
 
 def test_output_key_and_context_limit():
     from types import SimpleNamespace
 
-    assert protocol.output_key("results/entropy/prompts/model~m/data~kjv.parquet") == ("kjv",)
-    assert protocol.output_key("r/samples/model~m/data~kjv/decode~t0.9.json") == ("kjv", "t0.9")
+    assert paths.output_key("results/entropy/prompts/model~m/data~kjv.parquet") == ("kjv",)
+    assert paths.output_key("r/samples/model~m/data~kjv/decode~t0.9.json") == ("kjv", "t0.9")
     with pytest.raises(ValueError, match="data~"):
-        protocol.output_key("results/other.parquet")
+        paths.output_key("results/other.parquet")
     assert protocol.context_limit(SimpleNamespace(max_position=2048, extra={"seq_len": 128})) == 128
     assert protocol.context_limit(SimpleNamespace(max_position=8192, extra={})) == 8192
     assert protocol.context_limit(SimpleNamespace(max_position=0, extra={})) is None

@@ -145,8 +145,8 @@ def test_as_dict_and_metrics_are_flat_and_complete():
 
 
 def test_figures_render(tmp_path):
-    from lmcal.figures.scaling import plot_backtest, plot_corner, plot_loss_scaling
-    from lmcal.io import save_figure
+    from lmcal.core.io import save_figure
+    from lmcal.scaling.figures import plot_backtest, plot_corner, plot_loss_scaling
 
     n, y = planted_power_law(0)
     held = n > 1e8

@@ -6,8 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from lmcal.scoring import HUMAN_COLUMNS, Scorer, chunked_temperature_stats, rolling_windows, score_documents
-from lmcal.transforms import DecodeConfig, entropy
+from lmcal.lm.decode import DecodeConfig, entropy
+from lmcal.lm.scoring import (
+    HUMAN_COLUMNS,
+    Scorer,
+    chunked_temperature_stats,
+    rolling_windows,
+    score_documents,
+)
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import PreTrainedTokenizerFast
 
@@ -146,7 +152,7 @@ def test_bad_arguments(tiny):
 
 
 def test_shared_forward_for_several_decodes_matches_single_decode(tiny):
-    from lmcal.scoring import score_documents_multi
+    from lmcal.lm.scoring import score_documents_multi
 
     decodes = {"a": DecodeConfig(temperature=0.8), "b": DecodeConfig(top_p=0.7)}
     multi = score_documents_multi(tiny, PROMPTS, CONTS, ["a", "b", "c"], decodes=decodes, batch_size=2,

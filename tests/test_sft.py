@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from lmcal import sft
-from lmcal.sft_data import IGNORE_INDEX, collate
+from lmcal.data.instructions import IGNORE_INDEX, collate
+from lmcal.sft import train as sft
 
 V = 97
 

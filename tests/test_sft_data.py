@@ -6,8 +6,9 @@ import json
 
 import pandas as pd
 import pytest
-from lmcal import evalsets, sft_data
-from lmcal.sft_data import IGNORE_INDEX
+from lmcal.data import instructions as sft_data
+from lmcal.data.evalsets import synthetic as evalsets
+from lmcal.data.instructions import IGNORE_INDEX
 
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"

@@ -8,8 +8,11 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pytest
-from lmcal import config as lmconfig
-from lmcal import sft_summary, sft_sweep, vd_study
+from lmcal.core import config as lmconfig
+from lmcal.sft import summary as sft_summary
+from lmcal.sft import sweep
+from lmcal.sft import vd as vd_study
+from lmcal.workflow import sft as workflow_sft
 
 
 def study_config(**sft) -> dict:
@@ -44,7 +47,7 @@ def test_schema_defaults_fill_and_overrides_stay_partial():
 
 def test_plan_names_grid_and_prompt_follow_the_evaluation():
     cfg = study_config()
-    runs = {r["name"]: r for r in sft_sweep.plan_runs(cfg)}
+    runs = {r["name"]: r for r in workflow_sft.plan_runs(cfg)}
     assert set(runs) == {
         "smollm2--sft-b0-lr0.0001-s0", "smollm2--sft-b0.1-lr0.0001-s0",
         *(f"ladder-h32--sft-b{b}-lr{lr}-s0" for b in ("0", "0.1", "0.2") for lr in ("0.001", "2e-05")),
@@ -56,7 +59,7 @@ def test_plan_names_grid_and_prompt_follow_the_evaluation():
     assert r["use_chat_template"] is False
     s = runs["smollm2--sft-b0-lr0.0001-s0"]
     assert s["train"]["max_steps"] == 3 and s["plain_template"]["user"] == "Question: {content}\nAnswer:"
-    lookup = sft_sweep.run_lookup(cfg)
+    lookup = workflow_sft.run_lookup(cfg)
     assert lookup(SimpleNamespace(base="ladder-h32", tag="b0.2-lr0.001-s0"))["label_smoothing"] == 0.2
     with pytest.raises(ValueError, match="not in the SFT plan"):
         lookup(SimpleNamespace(base="ladder-h32", tag="b0.3-lr0.001-s0"))
@@ -65,41 +68,42 @@ def test_plan_names_grid_and_prompt_follow_the_evaluation():
 def test_ablation_names_and_model_name_pattern():
     cfg = study_config(ablations=[{"models": ["ladder-h32"], "temperature": [0.5], "softcap": [None, 64],
                                    "temperature_loss_multiplier": True, "label_smoothing": [0.1], "lrs": [1e-3]}])
-    names = {r["name"] for r in sft_sweep.plan_runs(cfg) if r["kind"] != "main"}
+    names = {r["name"] for r in workflow_sft.plan_runs(cfg) if r["kind"] != "main"}
     assert names == {"ladder-h32--sft-b0.1-lr0.001-s0-t0.5-tm", "ladder-h32--sft-b0.1-lr0.001-s0-t0.5-tm-cap64"}
     import re
 
     for name in names:
-        base, tag = name.split(sft_sweep.SFT_MARK)
-        assert re.fullmatch(sft_sweep.BASE_PATTERN, base) and re.fullmatch(sft_sweep.TAG_PATTERN, tag)
-    assert not re.fullmatch(sft_sweep.BASE_PATTERN, "a--sft-b0")  # an SFT model is never a base by accident
+        base, tag = name.split(workflow_sft.SFT_MARK)
+        assert re.fullmatch(workflow_sft.BASE_PATTERN, base) and re.fullmatch(workflow_sft.TAG_PATTERN, tag)
+    assert not re.fullmatch(workflow_sft.BASE_PATTERN, "a--sft-b0")  # an SFT model is never a base by accident
 
 
 def test_data_spec_takes_the_evaluation_split():
     cfg = study_config()
-    spec = sft_sweep.data_spec(cfg)(SimpleNamespace(data="countries"))
+    spec = workflow_sft.data_spec(cfg)(SimpleNamespace(data="countries"))
     assert spec["split_seed"] == 3 and spec["eval_fraction"] == 0.5
-    arith = sft_sweep.data_spec(cfg)(SimpleNamespace(data="arithmetic"))
+    arith = workflow_sft.data_spec(cfg)(SimpleNamespace(data="arithmetic"))
     assert arith["max_operand"] == 20
-    assert sft_sweep.data_eval_input(cfg)(SimpleNamespace(data="arithmetic")) == [
+    assert workflow_sft.data_eval_input(cfg)(SimpleNamespace(data="arithmetic")) == [
         "results/calibration/evalsets/arithmetic.parquet"]
     bad = study_config(instruction_data={"x": {"kind": "arithmetic", "evalset": "nope"}})
     with pytest.raises(ValueError, match="unknown evaluation set"):
-        sft_sweep.data_eval_input(bad)(SimpleNamespace(data="x"))
+        workflow_sft.data_eval_input(bad)(SimpleNamespace(data="x"))
 
 
 def test_targets_pair_every_sft_model_with_its_base():
     cfg = study_config()
-    pairs = sft_sweep.evaluation_pairs(cfg)
+    pairs = workflow_sft.evaluation_pairs(cfg)
     assert ("smollm2", "countries") in pairs and ("ladder-h32", "arithmetic") in pairs
     assert len(pairs) == 2 + 2 + 6  # two bases, eight SFT models, one evalset each
-    assert sft_sweep.vd_targets(cfg)[0] == "results/sft/vd/cells/v512-d16.parquet"
+    assert workflow_sft.vd_targets(cfg)[0] == "results/sft/vd/cells/v512-d16.parquet"
     with pytest.raises(ValueError, match="ladder size"):
-        sft_sweep.base_models(study_config(ladder_sizes=["h999"]))
+        workflow_sft.base_models(study_config(ladder_sizes=["h999"]))
 
 
 def test_run_sft_writes_an_evaluable_model(tiny_model_dir, tmp_path):
-    from lmcal import models, sft_data
+    from lmcal.data import instructions as sft_data
+    from lmcal.models import store as models
 
     conv = sft_data.arithmetic_conversations(24, seed=0, max_operand=9)
     run = {"name": "tiny--sft-b0.1-lr0.001-s0", "base": "tiny", "kind": "main", "label_smoothing": 0.1,
@@ -107,7 +111,7 @@ def test_run_sft_writes_an_evaluable_model(tiny_model_dir, tmp_path):
            "plain_template": {"user": "Question: {content}\nAnswer:", "assistant": " {content}"},
            "use_chat_template": False, "train": {"max_steps": 3, "batch_size": 8, "checkpoint_every": 2}}
     out = tmp_path / "models" / run["name"]
-    info, hist, metrics = sft_sweep.run_sft(tiny_model_dir, conv, run, out, checkpoint_dir=tmp_path / "ckpt",
+    info, hist, metrics = sweep.run_sft(tiny_model_dir, conv, run, out, checkpoint_dir=tmp_path / "ckpt",
                                             progress=False)
     assert hist["steps"] == 3 and len(hist["loss"]) == 3
     assert metrics["delta_star"] == pytest.approx(math.log1p(0.9 * info.vocab_size / 0.1))
@@ -176,7 +180,7 @@ def test_vd_table_and_findings_known_values():
 
 
 def vd_study_delta(v):
-    from lmcal.sft import optimal_logit_gap
+    from lmcal.sft.train import optimal_logit_gap
 
     return optimal_logit_gap(0.1, v)
 
@@ -190,7 +194,9 @@ def test_select_documents_keeps_a_prefix_per_corpus():
 
 def test_run_cell_end_to_end_on_tiny_corpus():
     """Pretrain, evaluate and fine-tune a tiny (V, D) cell; rows carry Δ* and metrics for every model."""
-    from lmcal import evalsets, ladder, sft_data
+    from lmcal.data import instructions as sft_data
+    from lmcal.data.evalsets import synthetic as evalsets
+    from lmcal.models import tokenizers as ladder
 
     text = [" ".join(f"{i} plus {j} is {i + j}." for i in range(12) for j in range(12))] * 3
     tok = ladder.train_bpe_tokenizer(text, 300)

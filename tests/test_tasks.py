@@ -6,8 +6,8 @@ import re
 
 import numpy as np
 import pytest
-from lmcal import tasks
-from lmcal.tasks import STOP, TaskSpec
+from lmcal.emergence import tasks
+from lmcal.emergence.tasks import STOP, TaskSpec
 
 SPEC = TaskSpec(ops=["add", "sub", "mul"], digits=[1, 2, 3], eval_items=24, translit_lengths=[3, 5])
 

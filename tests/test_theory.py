@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from lmcal import theory as th
+from lmcal.entropy import theory as th
 
 V = 10**6
 

@@ -3,10 +3,9 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pytest
+from lmcal.core import io, tracking
 from mlflow.tracking import MlflowClient
 from snakemake.iocontainers import Namedlist
-
-from lmcal import io, tracking
 
 
 def fake_job(tmp_path, rule="score", wildcards=None, params=None, out_name="out.json"):

@@ -4,7 +4,7 @@ import math
 
 import pytest
 import torch
-from lmcal.transforms import DecodeConfig, entropy, mixture_logloss
+from lmcal.lm.decode import DecodeConfig, entropy, mixture_logloss
 
 P = torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64)
 LOGITS = P.log().float() + 3.0  # any shift: logits are normalised first

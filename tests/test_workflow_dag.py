@@ -5,7 +5,6 @@ import time
 
 import pytest
 import yaml
-
 from workflow_utils import REPO, job_counts, snakemake
 
 

@@ -3,10 +3,8 @@
 import json
 
 import yaml
-
+from lmcal.core import tracking
 from mlflow.tracking import MlflowClient
-
-from lmcal import tracking
 from workflow_utils import TINY, snakemake
 
 

@@ -1,9 +1,9 @@
 # Shared setup: config validation, wildcard constraints and the MLflow parent run.
 # No rules here, and no logic beyond calls into the tested lmcal library.
-import lmcal.config
-import lmcal.tracking
+import lmcal.core.config
+import lmcal.core.tracking
 
-lmcal.config.validate_config(config)
+lmcal.core.config.validate_config(config)
 
 
 wildcard_constraints:
@@ -13,12 +13,12 @@ wildcard_constraints:
 
 
 onstart:
-    lmcal.tracking.start_parent(config)
+    lmcal.core.tracking.start_parent(config)
 
 
 onsuccess:
-    lmcal.tracking.finish_parent("FINISHED")
+    lmcal.core.tracking.finish_parent("FINISHED")
 
 
 onerror:
-    lmcal.tracking.finish_parent("FAILED")
+    lmcal.core.tracking.finish_parent("FAILED")

@@ -7,7 +7,7 @@
 #   results/emergence/outputs/reference~{model}.parquet           the same for a pretrained reference model
 #   results/emergence/{scores,curves,pass_until}.parquet          re-scored metrics (only rescore reads outputs)
 #   results/emergence/summary.json                                what the study shows, in numbers
-import lmcal.emergence.targets
+import lmcal.workflow.emergence
 
 
 rule emergence_task_data:
@@ -30,7 +30,7 @@ rule emergence_task_data:
         train_docs=config["emergence"]["train_docs"],
         heldout_docs=config["emergence"]["heldout_docs"],
         seed=config["seed"],
-        code=lmcal.emergence.targets.code_version("lmcal.tasks"),
+        code=lmcal.workflow.emergence.code_version("lmcal.emergence.tasks"),
     script:
         "../scripts/emergence_task_data.py"
 
@@ -59,7 +59,7 @@ rule emergence_train:
         train=config["emergence"]["train"],
         max_position=config["emergence"]["max_position"],
         work_dir="results/emergence/work/size~{tsize}/seed~{seed}",
-        code=lmcal.emergence.targets.code_version("lmcal.emergence.ladder", "lmcal.emergence.chartok"),
+        code=lmcal.workflow.emergence.code_version("lmcal.emergence.ladder", "lmcal.emergence.chartok"),
     script:
         "../scripts/emergence_train.py"
 
@@ -68,15 +68,15 @@ rule emergence_train:
 # exceeds the evaluation of a tiny rung, so per-rung jobs would spend most of the budget on imports.
 rule emergence_evaluate:
     input:
-        infos=lmcal.emergence.targets.rung_paths(
+        infos=lmcal.workflow.emergence.rung_paths(
             config["emergence"], "results/emergence/models/size~{tsize}/seed~{seed}/model_info.json"
         ),
         eval_items="results/emergence/data/items.parquet",
     output:
-        outputs=lmcal.emergence.targets.rung_paths(
+        outputs=lmcal.workflow.emergence.rung_paths(
             config["emergence"], "results/emergence/outputs/size~{tsize}/seed~{seed}.parquet"
         ),
-        pass_until=lmcal.emergence.targets.rung_paths(
+        pass_until=lmcal.workflow.emergence.rung_paths(
             config["emergence"], "results/emergence/pass_until/size~{tsize}/seed~{seed}.parquet"
         ),
     log:
@@ -89,10 +89,10 @@ rule emergence_evaluate:
     resources:
         mem_mb=3000,
     params:
-        rungs=lmcal.emergence.targets.rungs(config["emergence"]),
+        rungs=lmcal.workflow.emergence.rungs(config["emergence"]),
         batch_size=config["emergence"]["eval_batch_size"],
         pass_until=config["emergence"]["pass_until"],
-        code=lmcal.emergence.targets.code_version("lmcal.emergence.outputs"),
+        code=lmcal.workflow.emergence.code_version("lmcal.emergence.outputs"),
     script:
         "../scripts/emergence_evaluate.py"
 
@@ -122,14 +122,14 @@ rule emergence_reference:
 
 rule emergence_rescore:
     input:
-        outputs=lmcal.emergence.targets.rung_paths(
+        outputs=lmcal.workflow.emergence.rung_paths(
             config["emergence"], "results/emergence/outputs/size~{tsize}/seed~{seed}.parquet"
         )
         + expand(
             "results/emergence/outputs/reference~{model}.parquet",
             model=config["emergence"]["reference"]["models"],
         ),
-        pass_until=lmcal.emergence.targets.rung_paths(
+        pass_until=lmcal.workflow.emergence.rung_paths(
             config["emergence"], "results/emergence/pass_until/size~{tsize}/seed~{seed}.parquet"
         ),
     output:
@@ -147,7 +147,7 @@ rule emergence_rescore:
         mem_mb=4000,
     params:
         ci=config["emergence"]["analysis"]["ci"],
-        code=lmcal.emergence.targets.code_version("lmcal.emergence.metrics", "lmcal.emergence.study"),
+        code=lmcal.workflow.emergence.code_version("lmcal.emergence.metrics", "lmcal.emergence.study"),
     script:
         "../scripts/emergence_rescore.py"
 
@@ -173,11 +173,11 @@ rule emergence_report:
         mem_mb=4000,
     params:
         analysis=dict(config["emergence"]["analysis"], n_choices=config["emergence"]["tasks"]["n_choices"]),
-        code=lmcal.emergence.targets.code_version(
+        code=lmcal.workflow.emergence.code_version(
             "lmcal.emergence.report",
             "lmcal.emergence.analysis",
             "lmcal.emergence.forecast",
-            "lmcal.figures.emergence",
+            "lmcal.emergence.figures",
         ),
     script:
         "../scripts/emergence_report.py"

@@ -1,7 +1,7 @@
 # Entropy-calibration analysis: curves and EntCE per run, size fits, Zipf exponents, toy theory, figures, summary.
 # Reads the sampler/scorer outputs of entropy_sample.smk (results/entropy/{samples,human}/...). Like the sampler,
 # one curves job per model covers every dataset and decode, which keeps process start-up out of the CPU budget.
-import lmcal.theory
+import lmcal.workflow.entropy
 
 
 rule entropy_analysis_curves:
@@ -96,7 +96,9 @@ rule entropy_analysis_aggregate:
 rule entropy_analysis_zipf:
     input:
         documents="results/data/{dataset}/documents.parquet",
-        tokenizer=lmcal.theory.zipf_tokenizer_inputs(config["entropy_analysis"]["zipf"]["tokenizer"]),
+        tokenizer=lmcal.workflow.entropy.zipf_tokenizer_inputs(
+            config["entropy_analysis"]["zipf"]["tokenizer"]
+        ),
     output:
         zipf="results/entropy/zipf/data~{dataset}.json",
         rank_freq="results/entropy/zipf/data~{dataset}.parquet",

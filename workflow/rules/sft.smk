@@ -5,12 +5,12 @@
 #   results/sft/history/{base}--sft-{tag}.parquet            per-step loss, lr, grad norm
 #   results/sft/vd/cells/v{vocab}-d{hidden}.parquet          V/D cell: base + SFT per beta, metrics and gaps
 #   results/sft/summary.json                                 tables, findings, Delta* per model
-import lmcal.sft_sweep
+import lmcal.workflow.sft
 
 
 rule sft_data:
     input:
-        evalset=lmcal.sft_sweep.data_eval_input(config),
+        evalset=lmcal.workflow.sft.data_eval_input(config),
     output:
         data="results/sft/data/{data}.parquet",
     log:
@@ -25,7 +25,7 @@ rule sft_data:
     resources:
         mem_mb=4000,
     params:
-        spec=lmcal.sft_sweep.data_spec(config),
+        spec=lmcal.workflow.sft.data_spec(config),
     script:
         "../scripts/sft_data.py"
 
@@ -33,7 +33,7 @@ rule sft_data:
 rule sft_train:
     input:
         info="results/models/{base}/model_info.json",
-        data=lmcal.sft_sweep.data_input(config),
+        data=lmcal.workflow.sft.data_input(config),
     output:
         info="results/models/{base}--sft-{tag}/model_info.json",
         history="results/sft/history/{base}--sft-{tag}.parquet",
@@ -42,15 +42,15 @@ rule sft_train:
     benchmark:
         "results/benchmarks/sft_train/{base}--sft-{tag}.tsv"
     wildcard_constraints:
-        base=lmcal.sft_sweep.BASE_PATTERN,
-        tag=lmcal.sft_sweep.TAG_PATTERN,
+        base=lmcal.workflow.sft.BASE_PATTERN,
+        tag=lmcal.workflow.sft.TAG_PATTERN,
     conda:
         "../../envs/lmcal.yaml"
-    threads: lmcal.sft_sweep.threads_of(config)
+    threads: lmcal.workflow.sft.threads_of(config)
     resources:
         mem_mb=8000,
     params:
-        run=lmcal.sft_sweep.run_lookup(config),
+        run=lmcal.workflow.sft.run_lookup(config),
         checkpoint_dir="results/sft/checkpoints/{base}--sft-{tag}",
     script:
         "../scripts/sft_train.py"
@@ -87,8 +87,8 @@ rule sft_vd_cell:
     input:
         tokenizer="results/sft/vd/tokenizer-v{vocab}/tokenizer/tokenizer.json",
         tokens="results/sft/vd/tokenizer-v{vocab}/tokens.safetensors",
-        data=lmcal.sft_sweep.data_path(lmcal.sft_sweep.vd_run(config)["data"]),
-        evalset=lmcal.sft_sweep.evalset_path(lmcal.sft_sweep.vd_run(config)["evalsets"][0]),
+        data=lmcal.workflow.sft.data_path(lmcal.workflow.sft.vd_run(config)["data"]),
+        evalset=lmcal.workflow.sft.evalset_path(lmcal.workflow.sft.vd_run(config)["evalsets"][0]),
     output:
         rows="results/sft/vd/cells/v{vocab}-d{hidden}.parquet",
         reliability="results/sft/vd/cells/v{vocab}-d{hidden}-reliability.parquet",
@@ -107,9 +107,11 @@ rule sft_vd_cell:
     params:
         arch={"layers": config["sft"]["vd"]["layers"], "heads": config["sft"]["vd"]["heads"]},
         pretrain=config["sft"]["vd"]["pretrain"],
-        run=lmcal.sft_sweep.vd_run(config),
+        run=lmcal.workflow.sft.vd_run(config),
         label_smoothing=config["sft"]["vd"]["label_smoothing"],
-        eval_settings=lmcal.sft_sweep.eval_settings(config, lmcal.sft_sweep.vd_run(config)["evalsets"][0]),
+        eval_settings=lmcal.workflow.sft.eval_settings(
+            config, lmcal.workflow.sft.vd_run(config)["evalsets"][0]
+        ),
         seed=config["seed"],
         checkpoint_dir="results/sft/vd/checkpoints/v{vocab}-d{hidden}",
     script:
@@ -118,11 +120,11 @@ rule sft_vd_cell:
 
 rule sft_summary:
     input:
-        metrics=lmcal.sft_sweep.metric_targets(config),
-        scored=lmcal.sft_sweep.items_targets(config),
-        infos=lmcal.sft_sweep.info_targets(config),
-        histories=lmcal.sft_sweep.history_targets(config),
-        vd=lmcal.sft_sweep.vd_targets(config),
+        metrics=lmcal.workflow.sft.metric_targets(config),
+        scored=lmcal.workflow.sft.items_targets(config),
+        infos=lmcal.workflow.sft.info_targets(config),
+        histories=lmcal.workflow.sft.history_targets(config),
+        vd=lmcal.workflow.sft.vd_targets(config),
     output:
         table="results/sft/table.parquet",
         effects="results/sft/ls_effect.parquet",
@@ -143,8 +145,8 @@ rule sft_summary:
     resources:
         mem_mb=4000,
     params:
-        runs=lmcal.sft_sweep.plan_runs(config),
-        pairs=lmcal.sft_sweep.evaluation_pairs(config),
+        runs=lmcal.workflow.sft.plan_runs(config),
+        pairs=lmcal.workflow.sft.evaluation_pairs(config),
         n_bins=config["calibration"]["n_bins"],
         binning=config["calibration"]["binning"],
     script:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # workflow/, so lmcal imports uninstalled
 
-from lmcal import io
+from lmcal.core import io
 from lmcal.losses import benchmark
 
 
@@ -24,7 +24,7 @@ def run_and_write(settings: dict, table_path, summary_path):
 
 
 if "snakemake" in globals():
-    from lmcal.tracking import job_run
+    from lmcal.core.tracking import job_run
 
     with job_run(snakemake) as run:
         table, summary = run_and_write(dict(snakemake.params.settings), snakemake.output.table,

@@ -15,15 +15,15 @@ import statistics
 import time
 
 import torch
-from lmcal.generation import left_pad, sample_batch, sample_rng
-from lmcal.transforms import DecodeConfig
+from lmcal.lm.decode import DecodeConfig
+from lmcal.lm.sampling import left_pad, sample_batch, sample_rng
 
 
 def load(args):
     from transformers import AutoModelForCausalLM
 
     if args.gguf:
-        from lmcal.models import gguf_location
+        from lmcal.models.store import gguf_location
 
         path = gguf_location(*args.gguf.split(":", 1))
         return AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).eval()
@@ -89,7 +89,7 @@ def main() -> None:
     print(f"ratio sampler / generate: {res['ratio']:.3f} (best of {args.repeats}); "
           f"{res['ratio_median']:.3f} (medians)")
     if args.out:
-        from lmcal import io
+        from lmcal.core import io
 
         io.write_json(res, args.out)
 

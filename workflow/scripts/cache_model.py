@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from lmcal import models
-from lmcal.tracking import job_run
+from lmcal.core.tracking import job_run
+from lmcal.models import store as models
 
 with job_run(snakemake) as run:
     info = models.cache_model(snakemake.params.spec, snakemake.wildcards.model, Path(snakemake.output.info).parent)

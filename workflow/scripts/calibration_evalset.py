@@ -1,7 +1,8 @@
 """Adapter: build one multiple-choice evaluation set (lmcal.evalsets) in the common schema."""
 
-from lmcal import evalsets, io
-from lmcal.tracking import job_run
+from lmcal.core import io
+from lmcal.core.tracking import job_run
+from lmcal.data import evalsets
 
 with job_run(snakemake) as run:
     items = evalsets.build_evalset(dict(snakemake.params.spec))

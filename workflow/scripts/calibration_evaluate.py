@@ -4,9 +4,11 @@ import re
 import time
 from pathlib import Path
 
-from lmcal import io, mcq, models
-from lmcal.figures.calibration import reliability_diagram
-from lmcal.tracking import job_run
+from lmcal.calibration import mcq
+from lmcal.calibration.figures import reliability_diagram
+from lmcal.core import io
+from lmcal.core.tracking import job_run
+from lmcal.models import store as models
 
 p = snakemake.params
 with job_run(snakemake) as run:

@@ -1,9 +1,10 @@
 """Adapter: one row per (model, evaluation set), a reliability overlay per set, and the study summary."""
 
 import pandas as pd
-from lmcal import calibration, io
-from lmcal.figures.calibration import reliability_overlay
-from lmcal.tracking import job_run
+from lmcal.calibration import metrics as calibration
+from lmcal.calibration.figures import reliability_overlay
+from lmcal.core import io
+from lmcal.core.tracking import job_run
 
 p = snakemake.params
 with job_run(snakemake) as run:

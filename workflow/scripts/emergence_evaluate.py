@@ -3,9 +3,9 @@ every rung, plus PassUntil samples of each final model. No metric is computed he
 
 from pathlib import Path
 
-from lmcal import io
+from lmcal.core import io
+from lmcal.core.tracking import job_run
 from lmcal.emergence.study import evaluate_rung
-from lmcal.tracking import job_run
 
 p, inp, out = snakemake.params, snakemake.input, snakemake.output
 with job_run(snakemake) as run:

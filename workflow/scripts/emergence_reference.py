@@ -2,9 +2,9 @@
 
 from pathlib import Path
 
-from lmcal import io
+from lmcal.core import io
+from lmcal.core.tracking import job_run
 from lmcal.emergence.study import evaluate_reference_model, select_items
-from lmcal.tracking import job_run
 
 p = snakemake.params
 with job_run(snakemake) as run:

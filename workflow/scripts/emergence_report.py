@@ -3,11 +3,10 @@
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-
-from lmcal import io
-from lmcal.emergence.report import analyze, headline_metrics, jsonable, summarize
-from lmcal.figures.emergence import make_figures
-from lmcal.tracking import job_run
+from lmcal.core import io
+from lmcal.core.tracking import job_run
+from lmcal.emergence.figures import make_figures
+from lmcal.emergence.report import analyze, headline_metrics, summarize
 
 out = snakemake.output
 with job_run(snakemake) as run:
@@ -23,7 +22,7 @@ with job_run(snakemake) as run:
             io.save_figure(fig, Path(tmp) / name)
             run.log_figure(fig, f"figures/{name}")
             plt.close(fig)
-    io.write_json(jsonable(rep["results"]), out.analysis)
+    io.write_json(rep["results"], out.analysis)
     summary = summarize(rep, curves)
     io.write_json(summary, out.summary)
     run.log_metrics(rep["fits"]["loss"].as_metrics(prefix="loss.") | headline_metrics(rep["results"]))

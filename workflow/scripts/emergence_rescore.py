@@ -1,8 +1,8 @@
 """Adapter: metrics from the stored outputs only (a metric change reruns this rule, never a model)."""
 
-from lmcal import io
+from lmcal.core import io
+from lmcal.core.tracking import job_run
 from lmcal.emergence.study import rescore
-from lmcal.tracking import job_run
 
 with job_run(snakemake) as run:
     res = rescore(

@@ -1,9 +1,9 @@
 """Adapter: evaluation items, training and held-out documents of the task mixture (hash-disjoint)."""
 
-from lmcal import io
+from lmcal.core import io
+from lmcal.core.tracking import job_run
 from lmcal.emergence.study import build_task_data
-from lmcal.tasks import TaskSpec
-from lmcal.tracking import job_run
+from lmcal.emergence.tasks import TaskSpec
 
 p = snakemake.params
 with job_run(snakemake) as run:

@@ -2,10 +2,10 @@
 
 from pathlib import Path
 
-from lmcal import io
+from lmcal.core import io
+from lmcal.core.tracking import job_run
 from lmcal.emergence.ladder import TrainSettings, train_rung
-from lmcal.models import load_model_info
-from lmcal.tracking import job_run
+from lmcal.models.store import load_model_info
 
 p, wc = snakemake.params, snakemake.wildcards
 with job_run(snakemake) as run:

@@ -1,7 +1,8 @@
 """Adapter: EntCE table across models, size fits per (family, dataset) with bootstrap CIs, temperature table."""
 
-from lmcal import entropy, io
-from lmcal.tracking import job_run
+from lmcal.core import io
+from lmcal.core.tracking import job_run
+from lmcal.entropy import analysis as entropy
 
 with job_run(snakemake) as run:
     p = snakemake.params

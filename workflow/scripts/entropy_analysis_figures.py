@@ -1,9 +1,10 @@
 """Adapter: Figures 1-4 of the entropy-calibration study (spec §8)."""
 
 import pandas as pd
-from lmcal import entropy, io
-from lmcal.figures import entropy as figs
-from lmcal.tracking import job_run
+from lmcal.core import io
+from lmcal.core.tracking import job_run
+from lmcal.entropy import analysis as entropy
+from lmcal.entropy import figures as figs
 
 with job_run(snakemake) as run:
     p, i, o = snakemake.params, snakemake.input, snakemake.output

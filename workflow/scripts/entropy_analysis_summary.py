@@ -1,7 +1,8 @@
 """Adapter: the study's summary.json — EntCE per run, size exponents with CIs, Zipf α and theory slopes."""
 
-from lmcal import entropy, io
-from lmcal.tracking import job_run
+from lmcal.core import io
+from lmcal.core.tracking import job_run
+from lmcal.entropy import analysis as entropy
 
 with job_run(snakemake) as run:
     p, i = snakemake.params, snakemake.input

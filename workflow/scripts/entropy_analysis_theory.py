@@ -1,7 +1,8 @@
 """Adapter: the toy power-law learner — exact, asymptotic and Monte Carlo singleton rates, slopes, generator."""
 
-from lmcal import io, theory
-from lmcal.tracking import job_run
+from lmcal.core import io
+from lmcal.core.tracking import job_run
+from lmcal.entropy import theory
 
 with job_run(snakemake) as run:
     t, seed = snakemake.params.theory, snakemake.params.seed

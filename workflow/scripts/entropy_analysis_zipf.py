@@ -3,8 +3,9 @@
 from pathlib import Path
 
 import pandas as pd
-from lmcal import io, theory
-from lmcal.tracking import job_run
+from lmcal.core import io
+from lmcal.core.tracking import job_run
+from lmcal.entropy import theory
 
 with job_run(snakemake) as run:
     p = snakemake.params

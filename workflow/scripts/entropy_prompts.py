@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from lmcal import protocol
-from lmcal.tracking import job_run
+from lmcal.core.tracking import job_run
+from lmcal.entropy import runs as protocol
 
 p = snakemake.params
 with job_run(snakemake) as run:

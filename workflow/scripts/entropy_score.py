@@ -2,8 +2,8 @@
 
 from pathlib import Path
 
-from lmcal import scoring
-from lmcal.tracking import job_run
+from lmcal.core.tracking import job_run
+from lmcal.entropy import runs as scoring
 
 p = snakemake.params
 with job_run(snakemake) as run:

@@ -3,9 +3,10 @@
 import matplotlib
 
 matplotlib.use("Agg")
-from lmcal import io, ladder
-from lmcal.figures.ladder import plot_ladder
-from lmcal.tracking import job_run
+from lmcal.core import io
+from lmcal.core.tracking import job_run
+from lmcal.ladder import study as ladder
+from lmcal.ladder.figures import plot_ladder
 
 with job_run(snakemake) as run:
     infos = [io.read_json(p) for p in snakemake.input.infos]

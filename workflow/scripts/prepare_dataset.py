@@ -1,7 +1,8 @@
 """Adapter: load, select and record the documents of one dataset."""
 
-from lmcal import data, io
-from lmcal.tracking import job_run
+from lmcal.core import io
+from lmcal.core.tracking import job_run
+from lmcal.data import documents as data
 
 with job_run(snakemake) as run:
     docs, manifest = data.prepare_documents(snakemake.params.spec, snakemake.wildcards.dataset)

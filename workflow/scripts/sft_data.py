@@ -1,7 +1,8 @@
 """Adapter: build one instruction data set (conversations) disjoint from its evaluation set."""
 
-from lmcal import io, sft_sweep
-from lmcal.tracking import job_run
+from lmcal.core import io
+from lmcal.core.tracking import job_run
+from lmcal.sft import sweep as sft_sweep
 
 with job_run(snakemake) as run:
     ev = snakemake.input.evalset

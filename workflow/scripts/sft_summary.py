@@ -1,8 +1,9 @@
 """Adapter: the SFT study's tables, figures and results/sft/summary.json."""
 
 import pandas as pd
-from lmcal import io, sft_summary
-from lmcal.tracking import job_run
+from lmcal.core import io
+from lmcal.core.tracking import job_run
+from lmcal.sft import summary as sft_summary
 
 p = snakemake.params
 with job_run(snakemake) as run:

@@ -3,8 +3,9 @@
 from pathlib import Path
 
 import pandas as pd
-from lmcal import io, sft_sweep
-from lmcal.tracking import job_run
+from lmcal.core import io
+from lmcal.core.tracking import job_run
+from lmcal.sft import sweep as sft_sweep
 
 r = snakemake.params.run
 with job_run(snakemake) as run:

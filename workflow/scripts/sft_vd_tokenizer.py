@@ -2,8 +2,10 @@
 
 from pathlib import Path
 
-from lmcal import io, ladder, vd_study
-from lmcal.tracking import job_run
+from lmcal.core import io
+from lmcal.core.tracking import job_run
+from lmcal.models import tokenizers as ladder
+from lmcal.sft import vd as vd_study
 
 p = snakemake.params
 with job_run(snakemake) as run:

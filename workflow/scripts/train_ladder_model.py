@@ -3,17 +3,19 @@
 from pathlib import Path
 
 import pandas as pd
+from lmcal.core import io
+from lmcal.core.tracking import job_run
+from lmcal.ladder import study
+from lmcal.models import store as models
+from lmcal.models import tokenizers
 from transformers import AutoTokenizer
-
-from lmcal import io, ladder, models
-from lmcal.tracking import job_run
 
 p = snakemake.params
 with job_run(snakemake) as run:
     tok = AutoTokenizer.from_pretrained(Path(snakemake.input.tokenizer).parent)
-    streams = ladder.load_token_streams(snakemake.input.tokens)
+    streams = tokenizers.load_token_streams(snakemake.input.tokens)
     name = f"ladder-{snakemake.wildcards.size}"
-    model, hist, loss = ladder.train_ladder_model(
+    model, hist, loss = study.train_ladder_model(
         tok, streams, p.arch, name=name, steps=p.steps, batch_size=p.batch_size, seq_len=p.seq_len, lr=p.lr,
         warmup_steps=p.warmup_steps, eval_tokens=p.eval_tokens, seed=p.seed, checkpoint_dir=p.checkpoint_dir,
     )

@@ -2,8 +2,9 @@
 
 from pathlib import Path
 
-from lmcal import io, ladder
-from lmcal.tracking import job_run
+from lmcal.core import io
+from lmcal.core.tracking import job_run
+from lmcal.models import tokenizers as ladder
 
 with job_run(snakemake) as run:
     docs = [io.read_parquet(p) for p in snakemake.input.documents]

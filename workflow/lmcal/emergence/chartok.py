@@ -7,7 +7,7 @@ with AutoTokenizer like any other model in the workflow.
 
 from __future__ import annotations
 
-from lmcal.tasks import task_charset
+from lmcal.emergence.tasks import task_charset
 
 PAD, EOS, UNK = "<|pad|>", "<|endoftext|>", "<|unk|>"
 

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lmcal import io
+from lmcal.core import io
 
 SNAPSHOT_PREFIX = "step~"
 
@@ -56,14 +56,14 @@ class TrainSettings:
 
 def token_stream(tokenizer, texts) -> np.ndarray:
     """Documents → one int32 stream, EOS after each document (``lmcal.ladder.tokenize_documents``)."""
-    from lmcal.ladder import tokenize_documents
+    from lmcal.models.tokenizers import tokenize_documents
 
     return tokenize_documents(tokenizer, list(texts))
 
 
 def build_rung(size: dict[str, Any], vocab_size: int, seed: int, max_position: int, tokenizer):
     """A LlamaForCausalLM for one ladder size (keys hidden_size, n_layers, n_heads), initialised from seed."""
-    from lmcal.ladder import build_llama
+    from lmcal.models.llama import build_llama
 
     for key in ("hidden_size", "n_layers", "n_heads"):
         if key not in size:
@@ -121,8 +121,8 @@ def train_rung(
     from transformers.utils import logging as hf_logging
 
     from lmcal.emergence.chartok import build_char_tokenizer
-    from lmcal.ladder import evaluate_lm, train_lm
-    from lmcal.models import MODEL_INFO, describe, save_model_dir
+    from lmcal.models.llama import evaluate_lm, train_lm
+    from lmcal.models.store import MODEL_INFO, describe, save_model_dir
 
     hf_logging.disable_progress_bar()  # no "Writing model shards" bar per snapshot in the log
     out_dir, work_dir = Path(out_dir), Path(work_dir)

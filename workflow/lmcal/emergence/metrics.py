@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from lmcal.tasks import extract_answer
+from lmcal.emergence.tasks import extract_answer
 
 METRICS = {  # name: (higher is better, bounded in [0, 1] with a chance level)
     "exact_match": True,
@@ -153,7 +153,7 @@ def aggregate_scores(scores: pd.DataFrame, by: Sequence[str], ci: float = 0.95) 
     """Mean of every metric per group, with Clopper–Pearson bounds for exact match and MC grade and the
     standard error of the mean for the others (``<metric>_lo``/``_hi``, ``<metric>_sem``), plus n_items, the
     mean target length in tokens and the ECE of the MC confidences (``mc_ece``, 10 equal-width bins)."""
-    from lmcal.calibration import expected_calibration_error
+    from lmcal.calibration.metrics import expected_calibration_error
 
     by = list(by)
     if missing := set(by) - set(scores.columns):

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from lmcal.tasks import STOP
+from lmcal.emergence.tasks import STOP
 
 
 def _encode(tokenizer, texts: Sequence[str]) -> list[list[int]]:

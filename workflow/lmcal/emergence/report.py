@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from lmcal.core import io
 from lmcal.emergence import analysis as an
 from lmcal.emergence.forecast import backtest, fit_task_law, two_step_forecast
 from lmcal.emergence.metrics import METRICS
@@ -286,22 +287,6 @@ def sharp_vs_smooth(em_table: pd.DataFrame, min_rise: float = 0.1) -> dict:
     return out
 
 
-def jsonable(obj):
-    """Plain JSON values: NumPy scalars/arrays unwrapped, NaN → None, ±inf → "inf"/"-inf" strings."""
-    if isinstance(obj, dict):
-        return {str(k): jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, np.ndarray)):
-        return [jsonable(v) for v in obj]
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        v = float(obj)
-        return None if np.isnan(v) else ("inf" if v == np.inf else "-inf" if v == -np.inf else v)
-    if isinstance(obj, np.bool_):
-        return bool(obj)
-    return obj
-
-
 def summarize(rep: dict, curves: pd.DataFrame) -> dict:
     """summary.json: what the study shows, in numbers (see the keys' names), plus every fitting setting."""
     res = rep["results"]
@@ -360,7 +345,7 @@ def summarize(rep: dict, curves: pd.DataFrame) -> dict:
         fit_settings=rep["settings"].as_params(prefix=""),
         fit_errors=res["errors"],
     )
-    return jsonable(out)
+    return io.jsonable(out)
 
 
 def headline_metrics(res: dict) -> dict[str, float]:

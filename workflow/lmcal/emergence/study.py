@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from lmcal import tasks
+from lmcal.emergence import tasks
 from lmcal.emergence.metrics import aggregate_scores, pass_until_summary, score_outputs
 
 MODEL_KEYS = ["family", "size", "seed", "step", "final", "n_params", "heldout_ce"]
@@ -66,7 +66,7 @@ def evaluate_rung(
 
     from lmcal.emergence.ladder import heldout_ce, list_snapshots
     from lmcal.emergence.outputs import item_outputs, sample_until
-    from lmcal.models import load_model, load_model_info
+    from lmcal.models.store import load_model, load_model_info
 
     hf_logging.disable_progress_bar()  # one "Loading weights" bar per snapshot would swamp the log
 
@@ -110,7 +110,7 @@ def evaluate_reference_model(
 ) -> pd.DataFrame:
     """Stored outputs of a pretrained model (e.g. SmolLM2, few-shot) on ``items``: one extra, real point."""
     from lmcal.emergence.outputs import item_outputs
-    from lmcal.models import load_model, load_model_info
+    from lmcal.models.store import load_model, load_model_info
 
     model, tok = load_model(model_dir)
     info = load_model_info(model_dir)

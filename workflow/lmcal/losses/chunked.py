@@ -10,7 +10,14 @@ from __future__ import annotations
 
 import torch
 
-from .common import Rows, backward_by_vocab_chunks, gemm_dtype, mm_f32, reduce_rows, row_grad_scale
+from .common import (
+    Rows,
+    backward_by_vocab_chunks,
+    gemm_dtype,
+    mm_f32,
+    reduce_rows,
+    row_grad_scale,
+)
 
 CHUNK_BYTES = 1 << 27  # 128 MiB of fp32 logits per chunk: big enough for efficient GEMMs, small next to N x V
 

@@ -22,7 +22,13 @@ import torch
 import triton
 import triton.language as tl
 
-from .common import Rows, backward_by_vocab_chunks, gemm_dtype, reduce_rows, row_grad_scale
+from .common import (
+    Rows,
+    backward_by_vocab_chunks,
+    gemm_dtype,
+    reduce_rows,
+    row_grad_scale,
+)
 
 GRAD_CHUNK_MAX_BYTES = 1 << 28  # cap of the (n, chunk) logit-gradient buffer for very many rows
 

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from lmcal.scaling.bootstrap import check_ci, check_groups, percentile_interval, resample_indices
+from lmcal.scaling.bootstrap import (
+    check_ci,
+    check_groups,
+    percentile_interval,
+    resample_indices,
+)
 
 
 def positive_array(values, name: str) -> np.ndarray:

@@ -44,7 +44,7 @@ def select_documents(documents: Sequence[pd.DataFrame], corpus_chars: int) -> li
 
 def evaluate(model, tokenizer, items: pd.DataFrame, settings: dict) -> tuple[dict, pd.DataFrame]:
     """Calibration metrics and reliability table with the calibration study's protocol (``mcq``)."""
-    from lmcal import mcq
+    from lmcal.calibration import mcq
 
     _, metrics, table = mcq.evaluate_calibration(model, tokenizer, items, progress=False, **settings)
     return {k: float(metrics[k]) for k in METRICS}, table
@@ -53,7 +53,7 @@ def evaluate(model, tokenizer, items: pd.DataFrame, settings: dict) -> tuple[dic
 def pretrain(tokenizer, streams: dict[str, np.ndarray], hidden: int, arch: dict, train: dict, seed: int,
              checkpoint_dir: str | Path | None = None):
     """A tiny Llama (``lmcal.ladder.build_llama``) pretrained with ``lmcal.ladder.train_lm``; (model, history)."""
-    from lmcal import ladder
+    from lmcal.models import llama as ladder
 
     model = ladder.build_llama(len(tokenizer), hidden, int(arch["layers"]), int(arch["heads"]),
                                max_position=max(512, int(train["seq_len"])), seed=seed,
@@ -77,7 +77,11 @@ def run_cell(tokenizer, streams: dict[str, np.ndarray], conversations: pd.DataFr
     Returns (rows, reliability): one row per model (base, then each β) with V, D, sizes, Δ*, realised logit gap
     and calibration metrics; reliability tables stacked with the same keys.
     """
-    from lmcal import models, sft, sft_data, sft_sweep
+    from lmcal.core import paths
+    from lmcal.data import instructions as sft_data
+    from lmcal.models import store as models
+    from lmcal.sft import sweep
+    from lmcal.sft import train as sft
 
     ckpt = Path(checkpoint_dir) if checkpoint_dir else None
     base, hist = pretrain(tokenizer, streams, hidden, arch, pretrain_cfg, seed,
@@ -105,9 +109,9 @@ def run_cell(tokenizer, streams: dict[str, np.ndarray], conversations: pd.DataFr
     record(base, "base", None, {})
     for beta in label_smoothing:
         model = copy.deepcopy(base)
-        cfg = sft_sweep.sft_config({**run, "label_smoothing": float(beta), "seed": seed})
+        cfg = sweep.sft_config({**run, "label_smoothing": float(beta), "seed": seed})
         h = sft.train_sft(model, examples, cfg, pad_id=tokenizer.pad_token_id,
-                          checkpoint_dir=ckpt / f"sft-b{sft_sweep.fmt_num(beta)}" if ckpt else None)
+                          checkpoint_dir=ckpt / f"sft-b{paths.fmt_num(beta)}" if ckpt else None)
         record(model, "sft", float(beta), {"sft_final_loss": h["loss"][-1], "sft_steps": h["steps"]})
     return pd.DataFrame(rows), pd.concat(tables, ignore_index=True)
 

@@ -1,8 +1,4 @@
-"""The model ladder: a BPE tokenizer and small Llama-style models trained from scratch on CPU.
-
-The ladder is the size axis of every study when no GPU and no hub are available, so its held-out loss must
-fall with size. `train_lm` is generic (a 1-D token stream in, a trained model out) and is reused by the
-emergence study's task ladder.
+"""Small Llama models built from scratch: construction, language-model training and held-out evaluation.
 """
 
 from __future__ import annotations
@@ -11,43 +7,14 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from lmcal import io
-
-SPECIAL_TOKENS = ["<|endoftext|>", "<|pad|>"]
-
-
-def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int, min_frequency: int = 2):
-    """Byte-level BPE trained with the `tokenizers` library, wrapped as a PreTrainedTokenizerFast."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    if vocab_size < 256 + len(SPECIAL_TOKENS):
-        raise ValueError(f"vocab_size must be >= {256 + len(SPECIAL_TOKENS)} for byte-level BPE, got {vocab_size}")
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
-    )
-    tok.train_from_iterator(texts, trainer=trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok, eos_token="<|endoftext|>", bos_token="<|endoftext|>", pad_token="<|pad|>"
-    )
-
-
-def tokenize_documents(tokenizer, texts: Iterable[str]) -> np.ndarray:
-    """Concatenate documents into one int32 stream, each followed by EOS (documents never run together)."""
-    eos = tokenizer.eos_token_id
-    chunks = [np.asarray(ids + [eos], dtype=np.int32) for ids in tokenizer(list(texts))["input_ids"]]
-    return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int32)
+from lmcal.core import io
 
 
 def build_llama(vocab_size: int, hidden_size: int, n_layers: int, n_heads: int,
@@ -191,99 +158,3 @@ def train_lm(model, train_ids: np.ndarray, *, steps: int, batch_size: int, seq_l
     history["train_tokens"] = steps * batch_size * seq_len
     model.eval()
     return history
-
-
-def split_documents(doc_ids: list[str], eval_fraction: float, seed: int) -> np.ndarray:
-    """Boolean mask of held-out documents, chosen by a seeded hash of the id (stable under reordering)."""
-    import hashlib
-
-    if not 0 < eval_fraction < 1:
-        raise ValueError(f"eval_fraction must be in (0, 1), got {eval_fraction}")
-    h = [int(hashlib.sha256(f"{seed}:{d}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF for d in doc_ids]
-    return np.asarray(h) < eval_fraction
-
-
-def save_token_streams(path: str | Path, **streams: np.ndarray) -> None:
-    with io.atomic_path(path) as tmp:
-        save_file({k: torch.from_numpy(v.astype(np.int32)) for k, v in streams.items()}, str(tmp))
-
-
-def load_token_streams(path: str | Path) -> dict[str, np.ndarray]:
-    return {k: v.numpy() for k, v in load_file(str(path)).items()}
-
-
-# ---- pipeline steps (called by workflow/scripts; kept here so they are tested) ----
-
-def build_tokenizer_and_streams(documents: list, vocab_size: int, tokenizer_chars: int, eval_fraction: float,
-                                seed: int):
-    """Train the ladder tokenizer on the first ``tokenizer_chars`` characters of each corpus, then tokenize
-    every document into a train and a held-out stream (held-out documents chosen by id hash).
-
-    ``documents`` is a list of DataFrames (doc_id, text), one per corpus. Returns (tokenizer, streams, manifest).
-    """
-    sample = []
-    for docs in documents:
-        budget = tokenizer_chars
-        for text in docs["text"]:
-            sample.append(text[:budget])
-            budget -= len(sample[-1])
-            if budget <= 0:
-                break
-    tok = train_bpe_tokenizer(sample, vocab_size)
-    import pandas as pd
-
-    all_docs = pd.concat(documents, ignore_index=True)
-    held = split_documents(list(all_docs["doc_id"]), eval_fraction, seed)
-    train = tokenize_documents(tok, all_docs.loc[~held, "text"])
-    evals = tokenize_documents(tok, all_docs.loc[held, "text"])
-    manifest = {"vocab_size": len(tok), "train_tokens": int(len(train)), "eval_tokens": int(len(evals)),
-                "train_docs": int((~held).sum()), "eval_docs": int(held.sum()),
-                "chars_per_token": float(all_docs["text"].str.len().sum() / max(1, len(train) + len(evals)))}
-    return tok, {"train": train, "eval": evals}, manifest
-
-
-def train_ladder_model(tokenizer, streams: dict[str, np.ndarray], arch: dict, *, name: str, steps: int,
-                       batch_size: int, seq_len: int, lr: float, warmup_steps: int, eval_tokens: int, seed: int,
-                       checkpoint_dir: str | Path | None = None):
-    """Build and train one ladder model; returns (model, history, held-out loss in nats/token)."""
-    model = build_llama(len(tokenizer), arch["hidden"], arch["layers"], arch["heads"], max_position=max(2048, seq_len),
-                        seed=seed, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    history = train_lm(model, streams["train"], steps=steps, batch_size=batch_size, seq_len=seq_len,
-                       lr=arch.get("lr") or lr, warmup_steps=warmup_steps, seed=seed, eval_ids=streams["eval"],
-                       eval_every=max(1, steps // 5), eval_tokens=eval_tokens, checkpoint_dir=checkpoint_dir,
-                       checkpoint_every=max(1, steps // 5))
-    return model, history, history["eval_loss"][-1]
-
-
-def ladder_table(infos: list[dict], final_losses: list[float]) -> "pd.DataFrame":
-    """One row per ladder model, sorted by non-embedding parameters, with a monotonicity check column."""
-    import pandas as pd
-
-    df = pd.DataFrame(infos)[["name", "n_params", "n_params_non_embedding", "hidden_size", "n_layers", "vocab_size"]]
-    df["heldout_loss"] = final_losses
-    df = df.sort_values("n_params_non_embedding").reset_index(drop=True)
-    df["loss_decreases"] = df["heldout_loss"].diff().fillna(-1.0) < 0
-    return df
-
-
-def ladder_summary(table, n_boot: int = 200, seed: int = 0) -> tuple[dict, object | None]:
-    """Headline numbers of the ladder (size span, losses, monotonicity) and, with at least 3 sizes, the fit
-    L = E + A·N^(−α) of held-out loss on non-embedding parameters (summed log-space Huber, bootstrap CIs).
-    Returns (summary, fit or None)."""
-    from lmcal.scaling import FitSettings, fit_power_law
-
-    n = table["n_params_non_embedding"].to_numpy(float)
-    summary = {
-        "n_models": int(len(table)),
-        "non_embedding_span": float(n.max() / n.min()),
-        "heldout_loss_monotone": bool(table["loss_decreases"].all()),
-        "heldout_loss_smallest": float(table["heldout_loss"].iloc[0]),
-        "heldout_loss_largest": float(table["heldout_loss"].iloc[-1]),
-        "models": table.to_dict(orient="records"),
-    }
-    fit = None
-    if len(table) >= 3:
-        fit = fit_power_law(n, table["heldout_loss"].to_numpy(float), FitSettings(n_boot=n_boot, seed=seed),
-                            progress=False)
-        summary["loss_fit"] = fit.as_dict()
-    return summary, fit

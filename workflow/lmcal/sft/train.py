@@ -30,9 +30,9 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from lmcal import io
+from lmcal.core import io
+from lmcal.data.instructions import IGNORE_INDEX, collate
 from lmcal.losses.reference import apply_softcap
-from lmcal.sft_data import IGNORE_INDEX, collate
 
 LOSS_IMPLS = ("torch", "chunked", "triton", "auto")
 REDUCTIONS = ("mean", "sum")
@@ -231,7 +231,7 @@ def save_checkpoint(model, opt, step: int, history: dict, cfg: SFTConfig, ckpt_d
     with io.atomic_dir(ckpt_dir) as tmp:
         model.save_pretrained(Path(tmp) / "model", safe_serialization=True)
         save_file(tensors, str(Path(tmp) / "optimizer.safetensors"))
-        io.write_json({"step": step, "param_groups": groups, "history": history, "config": _jsonable(asdict(cfg))},
+        io.write_json({"step": step, "param_groups": groups, "history": history, "config": asdict(cfg)},
                       Path(tmp) / STATE_FILE)
 
 
@@ -262,16 +262,6 @@ def load_checkpoint(model, opt, ckpt_dir: str | Path) -> tuple[int, dict]:
     if cuda and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda)
     return int(state["step"]), state["history"]
-
-
-def _jsonable(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {k: _jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
 
 
 # ------------------------------------------------------------------------------------------------ training

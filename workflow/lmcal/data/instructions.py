@@ -166,7 +166,7 @@ def country_fact_conversations(eval_fraction: float = 0.5, split_seed: int = 0,
     Each phrasing seed gives every SFT fact one more question wording (``lmcal.evalsets.country_facts``); the
     answer is the fact's primary answer, exactly the string the evaluation offers as a choice.
     """
-    from lmcal import evalsets
+    from lmcal.data.evalsets import synthetic as evalsets
 
     fields = tuple(fields or evalsets.DEFAULT_FIELDS)
     frames = []

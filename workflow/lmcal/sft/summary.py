@@ -14,12 +14,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lmcal.sft_sweep import fmt_num
+from lmcal.core.paths import fmt_num
 
 
 def collect_metrics(pairs: list[tuple[str, str]], paths: list[str]) -> pd.DataFrame:
     """One row per (model, evalset) from the calibration metrics files."""
-    from lmcal import io
+    from lmcal.core import io
 
     if len(pairs) != len(paths):
         raise ValueError(f"paths: {len(paths)} files for {len(pairs)} (model, evalset) pairs")
@@ -111,7 +111,8 @@ def to_records(df: pd.DataFrame) -> list[dict]:
 def reliability_panels(runs: list[dict], pairs: list[tuple[str, str]], item_paths: list[str], n_bins: int,
                        binning: str) -> dict[str, dict[str, pd.DataFrame]]:
     """Per (base, evalset): reliability tables of the base and of its main-grid SFT models (first lr and seed)."""
-    from lmcal import calibration, io
+    from lmcal.calibration import metrics as calibration
+    from lmcal.core import io
 
     path_of = dict(zip(pairs, item_paths))
 
@@ -136,8 +137,9 @@ def reliability_panels(runs: list[dict], pairs: list[tuple[str, str]], item_path
 def summarize(runs: list[dict], pairs: list[tuple[str, str]], metric_paths: list[str], item_paths: list[str],
               info_paths: list[str], vd_paths: list[str], *, n_bins: int, binning: str) -> dict[str, Any]:
     """Everything the summary rule writes: tables, figures and the summary dict (JSON-ready)."""
-    from lmcal import io, vd_study
-    from lmcal.figures import sft as figs
+    from lmcal.core import io
+    from lmcal.sft import figures as figs
+    from lmcal.sft import vd as vd_study
 
     metrics = collect_metrics(pairs, metric_paths)
     infos = {Path(p).parent.name: io.read_json(p) for p in info_paths}

@@ -31,8 +31,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from lmcal.lm.decode import DecodeConfig, entropy, mixture_logloss
 from lmcal.losses.reference import apply_softcap
-from lmcal.transforms import DecodeConfig, entropy, mixture_logloss
 
 HUMAN_COLUMNS = ["doc_id", "n_tokens", "logloss", "logloss_finite", "entropy", "outside_kept"]
 
@@ -316,53 +316,3 @@ def rolling_windows(ids: Sequence[int], prefix: list[int], max_length: int) -> l
         pairs.append((ctx, list(ids[start:end])))
         start = end
     return pairs
-
-
-def run_scoring(model_dir, prompt_files: Sequence[str], outputs: Sequence[str], *,
-                decodes: dict[str, dict[str, Any]], batch_size: int = 4, vocab_chunk: int | None = 8192,
-                mixture_eps: float = 1e-3) -> dict[str, Any]:
-    """Score the human continuations of every prompt set for every ``.../data~{d}/decode~{k}.parquet`` in
-    ``outputs`` (plus a ``.json`` sidecar each); one body forward per batch serves all decodes of a dataset."""
-    import time
-    from pathlib import Path
-
-    from lmcal import io
-    from lmcal.generation import weights_record
-    from lmcal.models import load_model
-    from lmcal.protocol import output_key
-
-    model, tok = load_model(model_dir)
-    record = weights_record(model_dir, model)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    wanted: dict[str, dict[str, Path]] = {}
-    for out in (Path(o) for o in outputs if str(o).endswith(".parquet")):
-        dataset, name = output_key(out)
-        wanted.setdefault(dataset, {})[name] = out
-    missing = set(wanted) - {output_key(p)[0] for p in prompt_files if str(p).endswith(".parquet")}
-    if missing:
-        raise ValueError(f"prompt_files: no prompt set for dataset(s) {sorted(missing)}")
-    summary = {}
-    for p in (Path(p) for p in prompt_files if str(p).endswith(".parquet")):
-        (dataset,) = output_key(p)
-        if dataset not in wanted:
-            continue
-        prompts = pd.read_parquet(p)
-        t0 = time.perf_counter()
-        frames = score_documents_multi(
-            model, [list(x) for x in prompts["prompt_ids"]], [list(x) for x in prompts["continuation_ids"]],
-            prompts["doc_id"].tolist(), decodes={k: DecodeConfig.from_dict(decodes[k]) for k in wanted[dataset]},
-            batch_size=batch_size, vocab_chunk=vocab_chunk, mixture_eps=mixture_eps, pad_token_id=pad)
-        wall = time.perf_counter() - t0
-        for name, df in frames.items():
-            io.write_parquet(df, wanted[dataset][name])
-            ll = np.concatenate(df["logloss_finite"].to_list())
-            stats = {"n_documents": len(df), "scored_tokens": int(df["n_tokens"].sum()),
-                     "wall_s_all_decodes": wall, "mean_logloss_finite": float(ll.mean()),
-                     "mean_entropy": float(np.concatenate(df["entropy"].to_list()).mean()),
-                     "frac_outside_kept": float(np.concatenate(df["outside_kept"].to_list()).mean())}
-            io.write_json({**record, "dataset": dataset, "decode_name": name, "decode": decodes[name],
-                           "batch_size": batch_size, "vocab_chunk": vocab_chunk, "mixture_eps": mixture_eps,
-                           "logloss_finite": "-log((1-eps) p_decode + eps p_tempered), eps = mixture_eps", **stats},
-                          wanted[dataset][name].with_suffix(".json"))
-            summary[f"{dataset}/{name}"] = stats
-    return {"weights": record, "runs": summary}

@@ -15,7 +15,6 @@ from __future__ import annotations
 import fnmatch
 import json
 import logging
-import re
 import warnings
 import zlib
 from collections.abc import Iterable, Mapping, Sequence
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lmcal.core import io
 from lmcal.scaling import fit_loglog
 
 log = logging.getLogger(__name__)
@@ -297,7 +297,7 @@ def exponent_table(fits: pd.DataFrame, zipf: Mapping[str, Mapping[str, Any]], *,
                    m_hi: float | None, n_m: int = 10) -> pd.DataFrame:
     """Theory beside measurement per (dataset, family): Zipf α (CI), predicted exponent 1/α − 1 (CI), the finite-v
     exact-sum slope at α (what a v-token vocabulary actually predicts over [m_lo, m_hi]) and the fitted slope."""
-    from lmcal.theory import theory_slopes
+    from lmcal.entropy.theory import theory_slopes
 
     rows = []
     for dataset, z in sorted(zipf.items()):
@@ -341,7 +341,7 @@ def study_summary(table: pd.DataFrame, fits: pd.DataFrame, exponents: pd.DataFra
     corpus with CI, and the toy learner's slopes beside 1/α − 1."""
     def records(df: pd.DataFrame, cols: Sequence[str]) -> list[dict[str, Any]]:
         keep = [c for c in cols if c in df.columns]
-        return json_safe(df[keep].to_dict(orient="records"))
+        return io.jsonable(df[keep].to_dict(orient="records"))
 
     return {
         "settings": dict(settings),
@@ -351,7 +351,7 @@ def study_summary(table: pd.DataFrame, fits: pd.DataFrame, exponents: pd.DataFra
         "size_fits": records(fits, ["family", "dataset", "status", "n_fit", "dropped", "slope", "slope_lo",
                                     "slope_hi", "intercept", "intercept_lo", "intercept_hi", "slope_points_lo",
                                     "slope_points_hi", "r2"]),
-        "zipf": json_safe({d: {k: z[k] for k in ("alpha", "alpha_ci", "alpha_ci_percentile", "boot_bias", "k_used",
+        "zipf": io.jsonable({d: {k: z[k] for k in ("alpha", "alpha_ci", "alpha_ci_percentile", "boot_bias", "k_used",
                                                  "min_count_top_k", "n_docs", "n_tokens", "tokenizer")
                                if k in z} for d, z in zipf.items()}),
         "exponents": records(exponents, ["dataset", "family", "alpha", "predicted", "predicted_lo", "predicted_hi",
@@ -360,27 +360,3 @@ def study_summary(table: pd.DataFrame, fits: pd.DataFrame, exponents: pd.DataFra
         "toy_generator": records(toy, ["alpha", "predicted", "steps", "slope_entce", "slope_q",
                                        "slope_entce_predicted"]),
     }
-
-
-def json_safe(obj: Any) -> Any:
-    """Nested copy with numpy scalars/arrays as Python values and NaN/inf as None (strict JSON)."""
-    if isinstance(obj, Mapping):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple, np.ndarray)):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    return obj
-
-
-_RUN_KEY = re.compile(r"model~(?P<model>[^/]+)/data~(?P<dataset>[^/]+)/decode~(?P<decode>[^/]+)\.[a-z]+$")
-
-
-def run_key(path: str) -> dict[str, str]:
-    """{model, dataset, decode} of a ``.../model~M/data~D/decode~K.ext`` path (the study's path convention)."""
-    match = _RUN_KEY.search(str(path).replace("\\", "/"))
-    if match is None:
-        raise ValueError(f"path {path!r} does not follow model~<m>/data~<d>/decode~<k>.<ext>")
-    return match.groupdict()

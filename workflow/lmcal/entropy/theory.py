@@ -215,11 +215,6 @@ def tokenize_for_zipf(texts: Sequence[str], tokenizer: str, model_dir: str | Pat
     return docs, f"model tokenizer {tokenizer} ({type(tok).__name__}, vocab {len(tok)}), no special tokens"
 
 
-def zipf_tokenizer_inputs(tokenizer: str) -> list[str]:
-    """Files the Zipf rule needs for ``tokenizer``: none for "words", else that model's ``model_info.json``."""
-    return [] if tokenizer == "words" else [f"results/models/{tokenizer}/model_info.json"]
-
-
 def unigram_count_matrix(docs: Sequence[np.ndarray]) -> sparse.csr_matrix:
     """Sparse (documents × vocabulary) matrix of unigram counts, the unit of the document bootstrap."""
     if len(docs) == 0:

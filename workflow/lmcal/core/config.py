@@ -14,7 +14,7 @@ from typing import Any, Iterable
 import jsonschema
 import yaml
 
-SCHEMA_DIR = Path(__file__).resolve().parents[1] / "schemas"
+SCHEMA_DIR = Path(__file__).resolve().parents[2] / "schemas"
 MAIN_SCHEMA = "config.schema.yaml"
 
 

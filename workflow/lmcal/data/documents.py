@@ -138,7 +138,7 @@ def iter_prepared(spec: dict[str, Any]) -> Iterator[dict]:
     """Hub or local rows in a paper dataset's own schema through its spec §3 preparation
     (``lmcal.protocol``: WikiText-103 documents, WritingPrompts story + instruction, CodeContests solution +
     problem statement); the instruction lands in a ``context`` column that the prompt protocol reads."""
-    from lmcal import protocol
+    from lmcal.data import corpora as protocol
 
     if spec["source"] == "hub":
         splits = spec.get("splits") or [spec.get("split", "train")]

@@ -37,8 +37,8 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from lmcal import io
-from lmcal.transforms import DecodeConfig, entropy
+from lmcal.core import io
+from lmcal.lm.decode import DecodeConfig, entropy
 
 log = logging.getLogger(__name__)
 
@@ -246,71 +246,3 @@ def merge_shards(shard_dir: str | os.PathLike, n_shards: int) -> pd.DataFrame:
         raise FileNotFoundError(f"shards missing in {shard_dir}: {missing[:5]}")
     frames = [pd.read_parquet(shard_dir / f"shard-{k:05d}.parquet") for k in range(n_shards)]
     return pd.concat(frames, ignore_index=True).sort_values("sample_idx", kind="stable").reset_index(drop=True)
-
-
-# ------------------------------------------------------------------------------------------ workflow step
-
-
-def weights_record(model_dir: str | os.PathLike, model) -> dict[str, Any]:
-    """What was run: weight files (name -> bytes), provenance from model_info.json, dtype and library versions.
-    Sampling and scoring log the same record, so "same weights, same dtype" can be checked from the sidecars."""
-    import transformers
-
-    from lmcal.models import load_model_info
-
-    model_dir = Path(model_dir)
-    info = load_model_info(model_dir)
-    files = {p.name: p.stat().st_size for p in sorted(model_dir.glob("*.safetensors"))}
-    return {"model": info.name, "model_dir": str(model_dir), "source": info.source, "origin": info.origin,
-            "revision": info.revision, "weight_files": files, "dtype": str(next(model.parameters()).dtype),
-            "device": str(next(model.parameters()).device), "torch": torch.__version__,
-            "transformers": transformers.__version__, "threads": torch.get_num_threads()}
-
-
-def weights_stamp(model_dir: str | os.PathLike) -> dict[str, list[int]]:
-    """(size, mtime_ns) of every weight file: retrained weights invalidate leftover shards."""
-    return {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in sorted(Path(model_dir).glob("*.safetensors"))}
-
-
-def run_sampling(model_dir: str | os.PathLike, prompt_files: Sequence[str | os.PathLike],
-                 outputs: Sequence[str | os.PathLike], *, decodes: dict[str, dict[str, Any]], seed: int,
-                 max_new_tokens: int, batch_size: int, shard_root: str | os.PathLike,
-                 shard_size: int | None = None, samples_per_prompt: int = 1) -> dict[str, Any]:
-    """Sample every (dataset, decode) whose ``.../data~{dataset}/decode~{decode}.parquet`` is in ``outputs``,
-    writing the parquet and a ``.json`` sidecar beside it. Shards live under ``shard_root`` until the whole job
-    has finished, so a rerun after a crash re-merges finished pairs and resumes the interrupted one."""
-    import time
-
-    from lmcal.models import load_model, load_model_info
-    from lmcal.protocol import output_key
-
-    model, tok = load_model(model_dir)
-    info = load_model_info(model_dir)
-    record = weights_record(model_dir, model)
-    prompts_by_dataset = {output_key(p)[0]: Path(p) for p in prompt_files if str(p).endswith(".parquet")}
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
-    summary = {}
-    for out in (Path(o) for o in outputs if str(o).endswith(".parquet")):
-        dataset, name = output_key(out)
-        prompts = pd.read_parquet(prompts_by_dataset[dataset])
-        decode = DecodeConfig.from_dict(decodes[name])
-        t0 = time.perf_counter()
-        df = generate_samples(model, [list(p) for p in prompts["prompt_ids"]], prompts["doc_id"].tolist(),
-                              decode=decode, max_new_tokens=max_new_tokens, eos_token_ids=info.eos_token_ids,
-                              seed=seed, shard_dir=Path(shard_root) / f"data~{dataset}" / f"decode~{name}",
-                              batch_size=batch_size, shard_size=shard_size, samples_per_prompt=samples_per_prompt,
-                              pad_token_id=pad, keep_shards=True, fingerprint_extra=weights_stamp(model_dir))
-        wall = time.perf_counter() - t0
-        io.write_parquet(df, out)
-        tokens = int(df["gen_len"].sum())
-        stats = {"n_samples": len(df), "generated_tokens": tokens, "wall_s": wall, "tokens_per_s": tokens / wall,
-                 "mean_entropy": float(np.concatenate(df["entropy"].to_list()).mean()),
-                 "mean_gen_len": float(df["gen_len"].mean()), "frac_eos": float(df["ended_eos"].mean())}
-        io.write_json({**record, "dataset": dataset, "decode_name": name, "decode": decode.to_dict(), "seed": seed,
-                       "max_new_tokens": max_new_tokens, "batch_size": batch_size, "shard_size": shard_size,
-                       "samples_per_prompt": samples_per_prompt, "eos_token_ids": info.eos_token_ids,
-                       "sampler": "inverse-CDF, numpy default_rng([seed, sample_idx]) per sample", **stats},
-                      out.with_suffix(".json"))
-        summary[f"{dataset}/{name}"] = stats
-    shutil.rmtree(shard_root, ignore_errors=True)
-    return {"weights": record, "runs": summary}

@@ -424,7 +424,7 @@ def evaluate_calibration(
     ``metrics`` holds ``lmcal.calibration.calibration_metrics`` plus the settings that produced it
     (method, normalization, chat, template) and per-category accuracy under ``accuracy_by_category``.
     """
-    from lmcal import calibration
+    from lmcal.calibration import metrics as calibration
 
     chat = use_chat(tokenizer, chat_template)
     fmt = PromptFormat(template=template, chat=chat)

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-import numpy as np
-import pandas as pd
+if TYPE_CHECKING:  # pandas is imported where a table is read or written: this module is parse-time light
+    import pandas as pd
 
 
 @contextlib.contextmanager
@@ -55,19 +56,32 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _json_default(obj: Any) -> Any:
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
+def jsonable(obj: Any) -> Any:
+    """Strict-JSON copy of ``obj``: the one cleaner every JSON output goes through.
+
+    NumPy (and torch) scalars and arrays become Python values, paths and other keys become strings, NaN becomes
+    null, and ±inf become the strings ``"inf"`` / ``"-inf"`` (an infinite value, such as the optimal logit gap at
+    β = 0, is information; ``float("inf")`` reads it back).
+    """
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [jsonable(v) for v in obj]
     if isinstance(obj, Path):
         return str(obj)
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+    if hasattr(obj, "tolist") and not isinstance(obj, (str, bytes)):  # numpy/torch scalars and arrays
+        return jsonable(obj.tolist())
+    if isinstance(obj, float):
+        if math.isnan(obj):
+            return None
+        if math.isinf(obj):
+            return "inf" if obj > 0 else "-inf"
+    return obj
 
 
 def write_json(obj: Any, path: str | os.PathLike) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+        tmp.write_text(json.dumps(jsonable(obj), indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
 def read_json(path: str | os.PathLike) -> Any:
@@ -80,6 +94,8 @@ def write_parquet(df: pd.DataFrame, path: str | os.PathLike) -> None:
 
 
 def read_parquet(path: str | os.PathLike) -> pd.DataFrame:
+    import pandas as pd
+
     return pd.read_parquet(path)
 
 

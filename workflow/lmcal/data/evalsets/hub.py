@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from lmcal.evalsets import check_items
+from lmcal.data.evalsets.schema import check_items
 
 
 def load_records(

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from lmcal import io
+from lmcal.core import io
 
 MODEL_INFO = "model_info.json"
 SOURCES = ("hub", "local", "gguf")
@@ -188,3 +188,27 @@ def load_model(path: str | os.PathLike, device: str = "cpu", dtype: torch.dtype 
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return model, tok
+
+
+# ------------------------------------------------------------------------------------------ workflow step
+
+
+def weights_record(model_dir: str | os.PathLike, model) -> dict[str, Any]:
+    """What was run: weight files (name -> bytes), provenance from model_info.json, dtype and library versions.
+    Sampling and scoring log the same record, so "same weights, same dtype" can be checked from the sidecars."""
+    import transformers
+
+    from lmcal.models.store import load_model_info
+
+    model_dir = Path(model_dir)
+    info = load_model_info(model_dir)
+    files = {p.name: p.stat().st_size for p in sorted(model_dir.glob("*.safetensors"))}
+    return {"model": info.name, "model_dir": str(model_dir), "source": info.source, "origin": info.origin,
+            "revision": info.revision, "weight_files": files, "dtype": str(next(model.parameters()).dtype),
+            "device": str(next(model.parameters()).device), "torch": torch.__version__,
+            "transformers": transformers.__version__, "threads": torch.get_num_threads()}
+
+
+def weights_stamp(model_dir: str | os.PathLike) -> dict[str, list[int]]:
+    """(size, mtime_ns) of every weight file: retrained weights invalidate leftover shards."""
+    return {p.name: [p.stat().st_size, p.stat().st_mtime_ns] for p in sorted(Path(model_dir).glob("*.safetensors"))}

@@ -20,9 +20,7 @@ tokens. Differences from the reference: its WikiText prompt counts BOS among the
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable, Iterator, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -31,22 +29,6 @@ from tqdm.auto import tqdm
 
 PROMPT_COLUMNS = ["doc_id", "prompt_ids", "continuation_ids", "prompt_len", "n_continuation", "n_human_tokens",
                   "chat"]
-
-WRITINGPROMPTS_INSTRUCTION = "Write a story based on the following prompt: {prompt}"
-CODELLAMA_INSTRUCTION = (
-    "Write code to solve the following coding problem that obeys the constraints and passes the example test "
-    "cases. The output code needs to read from and write to standard IO. Please wrap your code answer using ```:"
-)
-IMAGE_TAGS = ("<image>", "[Image]")
-
-# Spec §3 sources. Revisions are pinned per run in config (entropy paper config); None = resolve at download
-# and record the resolved commit in the dataset manifest.
-HUB_SOURCES: dict[str, dict[str, Any]] = {
-    "wikitext103": {"hub_id": "iohadrubin/wikitext-103-raw-v1", "revision": None, "splits": ["train"],
-                    "min_chars": 200},
-    "writingprompts": {"hub_id": "euclaise/writingprompts", "revision": None, "splits": ["train"]},
-    "code_contests": {"hub_id": "deepmind/code_contests", "revision": None, "splits": ["train", "valid", "test"]},
-}
 
 
 # --------------------------------------------------------------------------------------------- tokenisation
@@ -207,141 +189,8 @@ def shared_doc_ids(documents: pd.DataFrame, tokenizers: Sequence[Any], *, n: int
     raise ValueError(f"n: only {len(ids)} documents qualify for all {len(tokenizers)} tokenizers, {n} requested")
 
 
-# -------------------------------------------------------------------------------------- dataset preparation
-
-
-def _detokenize(text: str) -> str:
-    from nltk.tokenize.treebank import (
-        TreebankWordDetokenizer,  # imported lazily: only WritingPrompts needs it
-    )
-
-    return TreebankWordDetokenizer().detokenize(text.split())
-
-
-def prepare_wikitext103(rows: Iterable[dict[str, Any]], min_chars: int = 200) -> pd.DataFrame:
-    """`iohadrubin/wikitext-103-raw-v1` rows (document level, column ``text``) -> documents >= min_chars."""
-    recs = [{"doc_id": f"wikitext103/{i}", "text": r["text"], "context": "", "source": "wikitext103"}
-            for i, r in enumerate(rows) if len(r["text"]) >= min_chars]
-    return pd.DataFrame.from_records(recs, columns=["doc_id", "text", "context", "source"])
-
-
-WP_TAG = re.compile(r"^.*?\[\s*W\s*P\s*\]\s*")
-
-
-def writingprompts_instruction(prompt: str) -> str:
-    """Detokenised prompt without its ``[ WP ]`` tag, inside the reference instruction template.
-
-    The reference looks for ``"[ WP ]"`` *after* detokenising, when it has already become ``"[WP]"``, so its
-    prompts keep the tag; the evident intent (drop everything up to the tag) is implemented here.
-    """
-    return WRITINGPROMPTS_INSTRUCTION.format(prompt=WP_TAG.sub("", _detokenize(prompt), count=1).strip())
-
-
-def prepare_writingprompts(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    """`euclaise/writingprompts` rows (``prompt``, ``story``) -> Treebank-detokenised story + instruction."""
-    recs = [{"doc_id": f"writingprompts/{i}", "text": _detokenize(r["story"]),
-             "context": writingprompts_instruction(r["prompt"]), "source": "writingprompts"}
-            for i, r in enumerate(rows)]
-    return pd.DataFrame.from_records(recs, columns=["doc_id", "text", "context", "source"])
-
-
-def longest_ascii_solution(solutions: dict[str, Sequence[Any]]) -> str | None:
-    """Longest ASCII solution in any language (first on ties), or None."""
-    ascii_solutions = [s for s in solutions.get("solution", []) if s.isascii()]
-    if not ascii_solutions:
-        return None
-    return ascii_solutions[int(np.argmax([len(s) for s in ascii_solutions]))]
-
-
-def prepare_code_contests(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
-    """`deepmind/code_contests` rows (train+valid+test in that order) -> fenced longest solution + instruction.
-
-    Problems whose description contains an image tag, or with no ASCII solution, are skipped.
-    """
-    recs = []
-    for i, r in enumerate(rows):
-        solution = longest_ascii_solution(r["solutions"])
-        if solution is None or any(tag in r["description"] for tag in IMAGE_TAGS):
-            continue
-        recs.append({"doc_id": f"code_contests/{i}", "text": f"```{solution.strip()}```",
-                     "context": f"{CODELLAMA_INSTRUCTION}\n{r['description']}", "source": "code_contests",
-                     "name": r.get("name", "")})
-    return pd.DataFrame.from_records(recs, columns=["doc_id", "text", "context", "source", "name"])
-
-
-PREPARERS = {"wikitext103": prepare_wikitext103, "writingprompts": prepare_writingprompts,
-             "code_contests": prepare_code_contests}
-
-
-def load_rows(hub_id: str | None = None, revision: str | None = None, splits: Sequence[str] = ("train",),
-              name: str | None = None, path: str | Sequence[str] | None = None) -> Iterator[dict[str, Any]]:
-    """Rows of a hub dataset (pinned ``revision``), split by split in the given order, or of local files
-    (``path``: parquet/jsonl in the hub's schema, read with the same `datasets` machinery)."""
-    import datasets
-
-    if path is not None:
-        files = [path] if isinstance(path, str) else list(path)
-        builder = "parquet" if str(files[0]).endswith(".parquet") else "json"
-        yield from datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train")
-        return
-    if not hub_id:
-        raise ValueError("load_rows: give hub_id or path")
-    for split in splits:
-        yield from datasets.load_dataset(hub_id, name, split=split, revision=revision)
-
-
-def prepare_documents(kind: str, rows: Iterable[dict[str, Any]], **kwargs) -> pd.DataFrame:
-    """Dispatch to the spec §3 preparation of ``kind`` (wikitext103 | writingprompts | code_contests)."""
-    if kind not in PREPARERS:
-        raise ValueError(f"kind must be one of {sorted(PREPARERS)}, got {kind!r}")
-    return PREPARERS[kind](rows, **kwargs)
-
-
-# ------------------------------------------------------------------------------------------ workflow steps
-
-_KEY_RE = re.compile(r"data~(?P<dataset>[^/]+?)(?:/decode~(?P<decode>[^/]+?))?\.(?:parquet|json)$")
-
-
-def output_key(path: str | Path) -> tuple[str, ...]:
-    """``(dataset,)`` or ``(dataset, decode)`` from a ``.../data~{dataset}[/decode~{decode}].parquet`` path."""
-    m = _KEY_RE.search(Path(path).as_posix())
-    if not m:
-        raise ValueError(f"path {path!r} does not end in data~<dataset>[/decode~<decode>].parquet")
-    return (m["dataset"],) if m["decode"] is None else (m["dataset"], m["decode"])
-
-
 def context_limit(info) -> int | None:
     """Positions a model can use: its position table, or the context it was trained on if recorded
     (``extra.seq_len``; a RoPE model trained on short windows is not evaluated beyond them)."""
     limits = [x for x in (getattr(info, "max_position", 0), (getattr(info, "extra", {}) or {}).get("seq_len")) if x]
     return int(min(limits)) if limits else None
-
-
-def run_prompts(model_dir: str | Path, documents: dict[str, str | Path], outputs: Sequence[str | Path], *,
-                n: int, prompt_tokens: int, max_new_tokens: int, min_continuation: int, max_context: int | None,
-                chat_template: str = "auto", instructions: dict[str, str] | None = None,
-                doc_ids: dict[str, list[str]] | None = None) -> dict[str, Any]:
-    """Build one prompt set per dataset for the model in ``model_dir``; write ``<out>.parquet`` + ``<out>.json``
-    (selected ids and settings) for every parquet in ``outputs``. Returns per-dataset summary numbers."""
-    from transformers import AutoTokenizer
-
-    from lmcal import io
-    from lmcal.models import load_model_info
-
-    info = load_model_info(model_dir)
-    tok = AutoTokenizer.from_pretrained(model_dir)
-    settings = dict(n=n, prompt_tokens=prompt_tokens, max_new_tokens=max_new_tokens,
-                    min_continuation=min_continuation, max_context=max_context, chat_template=chat_template,
-                    model_max_positions=context_limit(info))
-    summary = {}
-    for out in (Path(o) for o in outputs if str(o).endswith(".parquet")):
-        (dataset,) = output_key(out)
-        docs = pd.read_parquet(documents[dataset])
-        df = build_prompts(docs, tok, instruction=(instructions or {}).get(dataset),
-                           doc_ids=(doc_ids or {}).get(dataset), progress=True, **settings)
-        io.write_parquet(df, out)
-        io.write_json({"model": info.name, "dataset": dataset, "doc_ids": df["doc_id"].tolist(),
-                       "settings": settings, "n_documents_seen": len(docs)}, out.with_suffix(".json"))
-        summary[dataset] = {"n": len(df), "mean_prompt_len": float(df["prompt_len"].mean()),
-                            "mean_continuation": float(df["n_continuation"].mean())}
-    return summary

@@ -24,14 +24,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-SCHEMA = ("item_id", "question", "choices", "gold", "source", "category")
+from lmcal.data.evalsets.schema import SCHEMA, check_items
+
 FACT_FIELDS = ("capital", "region", "subregion", "currency", "language", "demonym")
 DEFAULT_FIELDS = ("capital", "region", "currency", "language", "demonym")
 # ISO 4217 fund codes and units of account (Swiss WIR, Chilean UF, ...): listed per country but not money in
 # circulation, so never the answer to "what is the currency of".
 FUND_CODES = frozenset({"BOV", "CHE", "CHW", "CLF", "COU", "MXV", "USN", "USS", "UYI", "UYW", "XSU", "XUA"})
 OPERATION_NAMES = {"+": "addition", "-": "subtraction", "*": "multiplication"}
-KINDS = ("countries", "arithmetic", "mmlu", "hellaswag", "arc")
 
 # Several phrasings per field; a fact's phrasing is drawn with the seed so instruction data is not monotone.
 QUESTION_TEMPLATES: dict[str, tuple[str, ...]] = {
@@ -271,60 +271,3 @@ def arithmetic_evalset(
             }
         )
     return check_items(pd.DataFrame(rows, columns=list(SCHEMA)))
-
-
-def subsample(items: pd.DataFrame, n_items: int | None, seed: int = 0) -> pd.DataFrame:
-    """A seeded sample of ``n_items`` rows in their original order (all rows when ``n_items`` is None)."""
-    if n_items is None or n_items >= len(items):
-        return items.reset_index(drop=True)
-    if n_items < 1:
-        raise ValueError(f"n_items: expected >= 1, got {n_items}")
-    keep = np.sort(np.random.default_rng(seed).choice(len(items), n_items, replace=False))
-    return items.iloc[keep].reset_index(drop=True)
-
-
-def check_items(items: pd.DataFrame) -> pd.DataFrame:
-    """Validate the evaluation-set schema (columns, unique ids, ≥ 2 choices, gold in range); return it."""
-    missing = [c for c in SCHEMA if c not in items.columns]
-    if missing:
-        raise ValueError(f"items: missing columns {missing}")
-    if items["item_id"].duplicated().any():
-        raise ValueError(f"items: duplicate item_id {items['item_id'][items['item_id'].duplicated()].iloc[0]!r}")
-    for row in items.itertuples(index=False):
-        if len(row.choices) < 2 or not 0 <= int(row.gold) < len(row.choices):
-            raise ValueError(f"items: {row.item_id!r} has gold {row.gold} for {len(row.choices)} choices")
-    return items[list(SCHEMA)].reset_index(drop=True)
-
-
-def build_evalset(spec: dict[str, Any]) -> pd.DataFrame:
-    """Build one evaluation set from its config entry (see ``workflow/schemas/calibration.schema.yaml``).
-
-    ``kind`` picks the builder; ``countries``/``arithmetic`` take their keyword arguments from the spec, hub
-    kinds read ``path`` (local file/dir) or ``hub_id`` (+ ``hub_config``, ``split``, ``revision``) and keep a
-    seeded sample of ``n_items``.
-    """
-    kind = spec.get("kind")
-    if kind not in KINDS:
-        raise ValueError(f"kind: expected one of {KINDS}, got {kind!r}")
-    seed, n_items = int(spec.get("seed", 0)), spec.get("n_items")
-    if kind == "countries":
-        return countries_evalset(
-            n_items=int(n_items or 150), n_choices=int(spec.get("n_choices", 4)), seed=seed,
-            fields=tuple(spec.get("fields", DEFAULT_FIELDS)), eval_fraction=float(spec.get("eval_fraction", 0.5)),
-            split_seed=int(spec.get("split_seed", 0)),
-        )
-    if kind == "arithmetic":
-        return arithmetic_evalset(
-            n_items=int(n_items or 150), n_choices=int(spec.get("n_choices", 4)), seed=seed,
-            max_operand=int(spec.get("max_operand", 99)), operations=tuple(spec.get("operations", "+-*")),
-        )
-    source = spec.get("path") or spec.get("hub_id")
-    if not source:
-        raise ValueError(f"path/hub_id: a {kind} evaluation set needs a local path or a hub id")
-    from lmcal import hub_evalsets  # imports this module: kept local to avoid an import cycle
-
-    raw = hub_evalsets.load_records(
-        str(source), config=spec.get("hub_config"), split=spec.get("split", "test"), revision=spec.get("revision")
-    )
-    items = hub_evalsets.HUB_LOADERS[kind](raw, source=spec.get("name", kind))
-    return subsample(items, None if n_items is None else int(n_items), seed)

@@ -1,0 +1,1 @@
+"""The calibration study: multiple-choice scoring, calibration metrics (ECE, RMS-CE, Brier), reliability figures."""

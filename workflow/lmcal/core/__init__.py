@@ -1,0 +1,1 @@
+"""Shared foundation: config validation, atomic I/O and JSON cleaning, MLflow tracking, path templates."""

@@ -1,0 +1,1 @@
+"""Data sources: documents from offline and hub corpora, instruction (SFT) data, multiple-choice evaluation sets."""

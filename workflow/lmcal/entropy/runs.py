@@ -1,0 +1,145 @@
+"""The entropy study's job entry points: build prompt sets, sample with exact entropy, score the human
+continuations; each writes parquet plus a JSON sidecar per (dataset, decode).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lmcal.core import io
+from lmcal.core.paths import output_key
+from lmcal.entropy.protocol import build_prompts, context_limit
+from lmcal.lm.decode import DecodeConfig
+from lmcal.lm.sampling import generate_samples
+from lmcal.lm.scoring import score_documents_multi
+from lmcal.models.store import weights_record, weights_stamp
+
+
+def run_sampling(model_dir: str | os.PathLike, prompt_files: Sequence[str | os.PathLike],
+                 outputs: Sequence[str | os.PathLike], *, decodes: dict[str, dict[str, Any]], seed: int,
+                 max_new_tokens: int, batch_size: int, shard_root: str | os.PathLike,
+                 shard_size: int | None = None, samples_per_prompt: int = 1) -> dict[str, Any]:
+    """Sample every (dataset, decode) whose ``.../data~{dataset}/decode~{decode}.parquet`` is in ``outputs``,
+    writing the parquet and a ``.json`` sidecar beside it. Shards live under ``shard_root`` until the whole job
+    has finished, so a rerun after a crash re-merges finished pairs and resumes the interrupted one."""
+    import time
+
+    from lmcal.core.paths import output_key
+    from lmcal.models.store import load_model, load_model_info
+
+    model, tok = load_model(model_dir)
+    info = load_model_info(model_dir)
+    record = weights_record(model_dir, model)
+    prompts_by_dataset = {output_key(p)[0]: Path(p) for p in prompt_files if str(p).endswith(".parquet")}
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    summary = {}
+    for out in (Path(o) for o in outputs if str(o).endswith(".parquet")):
+        dataset, name = output_key(out)
+        prompts = pd.read_parquet(prompts_by_dataset[dataset])
+        decode = DecodeConfig.from_dict(decodes[name])
+        t0 = time.perf_counter()
+        df = generate_samples(model, [list(p) for p in prompts["prompt_ids"]], prompts["doc_id"].tolist(),
+                              decode=decode, max_new_tokens=max_new_tokens, eos_token_ids=info.eos_token_ids,
+                              seed=seed, shard_dir=Path(shard_root) / f"data~{dataset}" / f"decode~{name}",
+                              batch_size=batch_size, shard_size=shard_size, samples_per_prompt=samples_per_prompt,
+                              pad_token_id=pad, keep_shards=True, fingerprint_extra=weights_stamp(model_dir))
+        wall = time.perf_counter() - t0
+        io.write_parquet(df, out)
+        tokens = int(df["gen_len"].sum())
+        stats = {"n_samples": len(df), "generated_tokens": tokens, "wall_s": wall, "tokens_per_s": tokens / wall,
+                 "mean_entropy": float(np.concatenate(df["entropy"].to_list()).mean()),
+                 "mean_gen_len": float(df["gen_len"].mean()), "frac_eos": float(df["ended_eos"].mean())}
+        io.write_json({**record, "dataset": dataset, "decode_name": name, "decode": decode.to_dict(), "seed": seed,
+                       "max_new_tokens": max_new_tokens, "batch_size": batch_size, "shard_size": shard_size,
+                       "samples_per_prompt": samples_per_prompt, "eos_token_ids": info.eos_token_ids,
+                       "sampler": "inverse-CDF, numpy default_rng([seed, sample_idx]) per sample", **stats},
+                      out.with_suffix(".json"))
+        summary[f"{dataset}/{name}"] = stats
+    shutil.rmtree(shard_root, ignore_errors=True)
+    return {"weights": record, "runs": summary}
+
+
+def run_scoring(model_dir, prompt_files: Sequence[str], outputs: Sequence[str], *,
+                decodes: dict[str, dict[str, Any]], batch_size: int = 4, vocab_chunk: int | None = 8192,
+                mixture_eps: float = 1e-3) -> dict[str, Any]:
+    """Score the human continuations of every prompt set for every ``.../data~{d}/decode~{k}.parquet`` in
+    ``outputs`` (plus a ``.json`` sidecar each); one body forward per batch serves all decodes of a dataset."""
+    import time
+    from pathlib import Path
+
+    from lmcal.core import io
+    from lmcal.core.paths import output_key
+    from lmcal.models.store import load_model, weights_record
+
+    model, tok = load_model(model_dir)
+    record = weights_record(model_dir, model)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    wanted: dict[str, dict[str, Path]] = {}
+    for out in (Path(o) for o in outputs if str(o).endswith(".parquet")):
+        dataset, name = output_key(out)
+        wanted.setdefault(dataset, {})[name] = out
+    missing = set(wanted) - {output_key(p)[0] for p in prompt_files if str(p).endswith(".parquet")}
+    if missing:
+        raise ValueError(f"prompt_files: no prompt set for dataset(s) {sorted(missing)}")
+    summary = {}
+    for p in (Path(p) for p in prompt_files if str(p).endswith(".parquet")):
+        (dataset,) = output_key(p)
+        if dataset not in wanted:
+            continue
+        prompts = pd.read_parquet(p)
+        t0 = time.perf_counter()
+        frames = score_documents_multi(
+            model, [list(x) for x in prompts["prompt_ids"]], [list(x) for x in prompts["continuation_ids"]],
+            prompts["doc_id"].tolist(), decodes={k: DecodeConfig.from_dict(decodes[k]) for k in wanted[dataset]},
+            batch_size=batch_size, vocab_chunk=vocab_chunk, mixture_eps=mixture_eps, pad_token_id=pad)
+        wall = time.perf_counter() - t0
+        for name, df in frames.items():
+            io.write_parquet(df, wanted[dataset][name])
+            ll = np.concatenate(df["logloss_finite"].to_list())
+            stats = {"n_documents": len(df), "scored_tokens": int(df["n_tokens"].sum()),
+                     "wall_s_all_decodes": wall, "mean_logloss_finite": float(ll.mean()),
+                     "mean_entropy": float(np.concatenate(df["entropy"].to_list()).mean()),
+                     "frac_outside_kept": float(np.concatenate(df["outside_kept"].to_list()).mean())}
+            io.write_json({**record, "dataset": dataset, "decode_name": name, "decode": decodes[name],
+                           "batch_size": batch_size, "vocab_chunk": vocab_chunk, "mixture_eps": mixture_eps,
+                           "logloss_finite": "-log((1-eps) p_decode + eps p_tempered), eps = mixture_eps", **stats},
+                          wanted[dataset][name].with_suffix(".json"))
+            summary[f"{dataset}/{name}"] = stats
+    return {"weights": record, "runs": summary}
+
+
+def run_prompts(model_dir: str | Path, documents: dict[str, str | Path], outputs: Sequence[str | Path], *,
+                n: int, prompt_tokens: int, max_new_tokens: int, min_continuation: int, max_context: int | None,
+                chat_template: str = "auto", instructions: dict[str, str] | None = None,
+                doc_ids: dict[str, list[str]] | None = None) -> dict[str, Any]:
+    """Build one prompt set per dataset for the model in ``model_dir``; write ``<out>.parquet`` + ``<out>.json``
+    (selected ids and settings) for every parquet in ``outputs``. Returns per-dataset summary numbers."""
+    from transformers import AutoTokenizer
+
+    from lmcal.core import io
+    from lmcal.models.store import load_model_info
+
+    info = load_model_info(model_dir)
+    tok = AutoTokenizer.from_pretrained(model_dir)
+    settings = dict(n=n, prompt_tokens=prompt_tokens, max_new_tokens=max_new_tokens,
+                    min_continuation=min_continuation, max_context=max_context, chat_template=chat_template,
+                    model_max_positions=context_limit(info))
+    summary = {}
+    for out in (Path(o) for o in outputs if str(o).endswith(".parquet")):
+        (dataset,) = output_key(out)
+        docs = pd.read_parquet(documents[dataset])
+        df = build_prompts(docs, tok, instruction=(instructions or {}).get(dataset),
+                           doc_ids=(doc_ids or {}).get(dataset), progress=True, **settings)
+        io.write_parquet(df, out)
+        io.write_json({"model": info.name, "dataset": dataset, "doc_ids": df["doc_id"].tolist(),
+                       "settings": settings, "n_documents_seen": len(docs)}, out.with_suffix(".json"))
+        summary[dataset] = {"n": len(df), "mean_prompt_len": float(df["prompt_len"].mean()),
+                            "mean_continuation": float(df["n_continuation"].mean())}
+    return summary

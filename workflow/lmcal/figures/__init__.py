@@ -1,1 +1,0 @@
-"""Figure builders (seaborn/matplotlib, Agg backend); each module draws one study's figures and returns Figures."""

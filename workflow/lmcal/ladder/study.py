@@ -1,0 +1,65 @@
+"""The model ladder: small Llama-style models trained from scratch on CPU, and its summary table and fit.
+
+The ladder is the size axis of every study when no GPU and no hub are available, so its held-out loss must
+fall with size. Building and training live in `lmcal.models.llama` (shared with the emergence task ladder and
+the V/D study); the BPE tokenizer and token streams in `lmcal.models.tokenizers`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from lmcal.models.llama import build_llama, train_lm
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def train_ladder_model(tokenizer, streams: dict[str, np.ndarray], arch: dict, *, name: str, steps: int,
+                       batch_size: int, seq_len: int, lr: float, warmup_steps: int, eval_tokens: int, seed: int,
+                       checkpoint_dir: str | Path | None = None):
+    """Build and train one ladder model; returns (model, history, held-out loss in nats/token)."""
+    model = build_llama(len(tokenizer), arch["hidden"], arch["layers"], arch["heads"], max_position=max(2048, seq_len),
+                        seed=seed, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    history = train_lm(model, streams["train"], steps=steps, batch_size=batch_size, seq_len=seq_len,
+                       lr=arch.get("lr") or lr, warmup_steps=warmup_steps, seed=seed, eval_ids=streams["eval"],
+                       eval_every=max(1, steps // 5), eval_tokens=eval_tokens, checkpoint_dir=checkpoint_dir,
+                       checkpoint_every=max(1, steps // 5))
+    return model, history, history["eval_loss"][-1]
+
+
+def ladder_table(infos: list[dict], final_losses: list[float]) -> "pd.DataFrame":
+    """One row per ladder model, sorted by non-embedding parameters, with a monotonicity check column."""
+    import pandas as pd
+
+    df = pd.DataFrame(infos)[["name", "n_params", "n_params_non_embedding", "hidden_size", "n_layers", "vocab_size"]]
+    df["heldout_loss"] = final_losses
+    df = df.sort_values("n_params_non_embedding").reset_index(drop=True)
+    df["loss_decreases"] = df["heldout_loss"].diff().fillna(-1.0) < 0
+    return df
+
+
+def ladder_summary(table, n_boot: int = 200, seed: int = 0) -> tuple[dict, object | None]:
+    """Headline numbers of the ladder (size span, losses, monotonicity) and, with at least 3 sizes, the fit
+    L = E + A·N^(−α) of held-out loss on non-embedding parameters (summed log-space Huber, bootstrap CIs).
+    Returns (summary, fit or None)."""
+    from lmcal.scaling import FitSettings, fit_power_law
+
+    n = table["n_params_non_embedding"].to_numpy(float)
+    summary = {
+        "n_models": int(len(table)),
+        "non_embedding_span": float(n.max() / n.min()),
+        "heldout_loss_monotone": bool(table["loss_decreases"].all()),
+        "heldout_loss_smallest": float(table["heldout_loss"].iloc[0]),
+        "heldout_loss_largest": float(table["heldout_loss"].iloc[-1]),
+        "models": table.to_dict(orient="records"),
+    }
+    fit = None
+    if len(table) >= 3:
+        fit = fit_power_law(n, table["heldout_loss"].to_numpy(float), FitSettings(n_boot=n_boot, seed=seed),
+                            progress=False)
+        summary["loss_fit"] = fit.as_dict()
+    return summary, fit

@@ -1,0 +1,1 @@
+"""The language-model interface every study calls: decoding transforms, sampling with exact entropy, scoring."""
