@@ -44,8 +44,8 @@ def tiny_model_dir(tmp_path: Path) -> Path:
 
     texts = ["the quick brown fox jumps over the lazy dog " * 20, "def f(x):\n    return x + 1\n" * 20]
     tok = tokenizers.train_bpe_tokenizer(texts, vocab_size=300)
-    model = llama.build_llama(len(tok), 32, 2, 4, max_position=256, seed=0, eos_token_id=tok.eos_token_id,
-                               pad_token_id=tok.pad_token_id)
+    model = llama.build_llama({"hidden": 32, "layers": 2, "heads": 4}, vocab_size=len(tok), max_position=256,
+                              seed=0, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     info = models.describe(model, tok, name="tiny", source="test", origin=None, revision=None)
     out = tmp_path / "models" / "tiny"
     models.save_model_dir(model, tok, info, out)

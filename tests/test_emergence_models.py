@@ -34,9 +34,7 @@ def test_char_tokenizer_round_trip(char_tok, tmp_path):
 def _tiny_model(vocab_size, seed=0, scale=1.0):
     from lmcal.models.llama import build_llama
 
-    model = build_llama(
-        vocab_size=vocab_size, hidden_size=16, n_layers=1, n_heads=2, max_position=128, seed=seed
-    )
+    model = build_llama({"hidden": 16, "layers": 1, "heads": 2}, vocab_size=vocab_size, max_position=128, seed=seed)
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(scale)
@@ -128,7 +126,7 @@ def test_train_rung_layout_and_resume(tmp_path):
         snapshot_steps=[4, 8],
         eval_every=6,
     )
-    size = dict(name="t", hidden_size=16, n_layers=1, n_heads=2)
+    size = dict(name="t", hidden=16, layers=1, heads=2)
     out = tmp_path / "size~t" / "seed~0"
     hist = train_rung(size, 0, train, held, settings, out, tmp_path / "work", progress=False)
     snaps = list_snapshots(out)
@@ -167,6 +165,41 @@ def test_train_rung_layout_and_resume(tmp_path):
         TrainSettings(steps=10, checkpoint_every=4, snapshot_steps=[6])
 
 
+def test_train_rung_with_new_settings_ignores_a_stale_work_dir(tmp_path):
+    """A crashed rung's checkpoint is not resumed under another lr: the result equals a clean run's."""
+    from lmcal.emergence import tasks
+    from lmcal.emergence.ladder import TrainSettings, heldout_ce, train_rung
+    from transformers import AutoModelForCausalLM
+
+    spec = tasks.TaskSpec(ops=["add"], digits=[1], formats=["fewshot"], translit_lengths=[])
+    train = tasks.make_training_documents(spec, 100, 0)["text"]
+    held = tasks.make_training_documents(spec, 10, 0, held_out=True)["text"]
+    old = TrainSettings(steps=8, batch_size=4, seq_len=24, lr=1e-2, warmup_steps=1, checkpoint_every=4,
+                        snapshot_steps=[4], eval_every=4)
+    new = TrainSettings(**{**old.__dict__, "lr": 3e-2})
+    size = dict(name="t", hidden=16, layers=1, heads=2)
+    work = tmp_path / "work"
+    with pytest.raises(RuntimeError, match="simulated"), pytest.MonkeyPatch.context() as mp:
+        import lmcal.models.checkpoint
+
+        def crash_at_8(self, model, opt, step, history):
+            if step == 8:
+                raise RuntimeError("simulated crash")
+            real_save(self, model, opt, step, history)
+
+        real_save = lmcal.models.checkpoint.Checkpointer.save
+        mp.setattr(lmcal.models.checkpoint.Checkpointer, "save", crash_at_8)
+        train_rung(size, 0, train, held, old, tmp_path / "a", work, progress=False)
+    assert (work / "checkpoint.json").exists() and (work / "step~4").exists()
+    train_rung(size, 0, train, held, new, tmp_path / "b", work, progress=False)
+    train_rung(size, 0, train, held, new, tmp_path / "clean", tmp_path / "work-clean", progress=False)
+    assert heldout_ce(tmp_path / "b") == heldout_ce(tmp_path / "clean")  # snapshot 4 and final, both new
+    for sub in ("", "step~4"):
+        got = AutoModelForCausalLM.from_pretrained(tmp_path / "b" / sub).state_dict()
+        want = AutoModelForCausalLM.from_pretrained(tmp_path / "clean" / sub).state_dict()
+        assert all(torch.equal(got[k], want[k]) for k in want), sub
+
+
 
 
 def test_rung_targets_and_task_data():
@@ -175,8 +208,8 @@ def test_rung_targets_and_task_data():
     from lmcal.workflow.emergence import code_version, rung_paths, rungs
 
     cfg = dict(
-        sizes={"b": dict(hidden_size=32, n_layers=2), "a": dict(hidden_size=8, n_layers=2),
-               "c": dict(hidden_size=16, n_layers=4)},
+        sizes={"b": dict(hidden=32, layers=2), "a": dict(hidden=8, layers=2),
+               "c": dict(hidden=16, layers=4)},
         seeds=[0, 5],
         seeded_sizes=1,
     )  # fmt: skip

@@ -102,13 +102,18 @@ def test_arithmetic_evalset_gold_is_the_true_result():
     ops = {"+": operator.add, "-": operator.sub, "*": operator.mul}
     for row in items.itertuples():
         a, op, b = row.question.removeprefix("What is ").removesuffix("?").split()
-        assert int(row.choices[row.gold]) == ops[op](int(a), int(b)) and row.category == synthetic.OPERATION_NAMES[op]
+        names = {"+": "addition", "-": "subtraction", "*": "multiplication"}
+        assert int(row.choices[row.gold]) == ops[op](int(a), int(b)) and row.category == names[op]
         assert 1 <= int(a) <= 50 and 1 <= int(b) <= 50
         assert len(set(row.choices)) == 4 and all(int(c) >= 0 for c in row.choices)
     assert set(items["category"]) == {"addition", "subtraction", "multiplication"}
     pd.testing.assert_frame_equal(items, synthetic.arithmetic_evalset(n_items=300, n_choices=4, seed=5, max_operand=50))
-    with pytest.raises(ValueError, match="operations"):
-        synthetic.arithmetic_evalset(operations=("/",))
+    with pytest.raises(ValueError, match="ops"):
+        synthetic.arithmetic_evalset(ops=("div",))
+    with pytest.raises(ValueError, match="ops"):  # the old symbol spelling is refused, not read letter by letter
+        synthetic.arithmetic_evalset(ops="+-*")
+    only_mul = synthetic.arithmetic_evalset(n_items=20, ops=["mul"])
+    assert set(only_mul["category"]) == {"multiplication"} and only_mul["question"].str.contains(r" \* ").all()
 
 
 # ------------------------------------------------------------------------------ hub formats from local files

@@ -1,4 +1,6 @@
-"""Multiple-choice scoring agrees with a naive one-sequence-at-a-time reference on a tiny random Llama."""
+"""Multiple-choice scoring agrees with a naive one-sequence-at-a-time reference on a tiny random Llama.
+
+The likelihood engine underneath (lmcal.lm.likelihood) is also checked here on real BPE-encoded choices."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ import pytest
 import torch
 import transformers
 from lmcal.calibration import mcq
+from lmcal.lm.likelihood import LikelihoodEngine
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 CORPUS = [
@@ -94,21 +97,21 @@ def naive_scores(model, tokenizer) -> dict[str, list[np.ndarray]]:
 
 
 @pytest.mark.parametrize("batch_size", [1, 3, 64])
-def test_continuation_logprobs_match_naive_loop(model, tokenizer, batch_size):
+def test_engine_token_logprobs_match_naive_loop(model, tokenizer, batch_size):
     pairs = _pairs(tokenizer, mcq.PromptFormat())
-    got = mcq.continuation_logprobs(model, [(c, t) for c, t, _ in pairs], batch_size=batch_size, progress=False)
+    got = LikelihoodEngine(model, batch_size=batch_size).token_logprobs([(c, t) for c, t, _ in pairs])
     for (ctx, cont, _), g in zip(pairs, got):
         np.testing.assert_allclose(g, _naive_logprob(model, ctx, cont), rtol=0, atol=2e-4)
 
 
 @pytest.mark.parametrize("batch_size", [1, 4, 64])
-def test_shared_context_logprobs_match_naive_loop(model, tokenizer, batch_size):
+def test_engine_shared_context_logprobs_match_naive_loop(model, tokenizer, batch_size):
     pairs = _pairs(tokenizer, mcq.PromptFormat())
     items, k = [], 0
     for opts in CHOICES:
         items.append((pairs[k][0], [pairs[k + j][1] for j in range(len(opts))]))
         k += len(opts)
-    got = mcq.shared_context_logprobs(model, items, batch_size=batch_size, progress=False)
+    got = LikelihoodEngine(model, batch_size=batch_size).shared_context_token_logprobs(items)
     flat = [lp for item in got for lp in item]
     assert len(flat) == len(pairs)
     for (ctx, cont, _), g in zip(pairs, flat):
@@ -129,17 +132,16 @@ def test_option_scores_match_naive_loop(model, tokenizer, naive_scores, normaliz
     assert np.ptp(np.concatenate(want)) > 0.5
 
 
-def test_continuation_logprobs_left_truncates_long_context(tokenizer):
+def test_engine_left_truncates_long_context(tokenizer):
     model = _tiny_llama(len(tokenizer), max_position=12)
     ctx = tokenizer.encode("Question: What is the capital of France? Answer:")
     cont = tokenizer.encode(" Paris", add_special_tokens=False)
     assert len(ctx) + len(cont) > 12
-    (got,) = mcq.continuation_logprobs(model, [(ctx, cont)], max_length=12, progress=False)
+    (got,) = LikelihoodEngine(model).token_logprobs([(ctx, cont)])  # max_length = the model's 12 positions
     want = _naive_logprob(model, ctx[len(ctx) + len(cont) - 12 :], cont)
     np.testing.assert_allclose(got, want, atol=2e-4)
     short = tokenizer.encode(" P", add_special_tokens=False)
-    ((got_long, got_short),) = mcq.shared_context_logprobs(model, [(ctx, [cont, short])], max_length=12,
-                                                           progress=False)
+    ((got_long, got_short),) = LikelihoodEngine(model).shared_context_token_logprobs([(ctx, [cont, short])])
     np.testing.assert_allclose(got_long, want, atol=2e-4)  # the context is cut for the longest continuation
     np.testing.assert_allclose(got_short, _naive_logprob(model, ctx[len(ctx) + len(cont) - 12 :], short), atol=2e-4)
 
@@ -208,3 +210,16 @@ def test_bad_arguments_raise(model, tokenizer):
     with pytest.raises(ValueError, match="method"):
         mcq.score_items(model, tokenizer, pd.DataFrame(
             {"item_id": ["a"], "question": ["q"], "choices": [["x", "y"]], "gold": [0]}), method="x")
+
+
+def test_evaluate_calibration_entry_point(model, tokenizer, naive_scores):
+    items = pd.DataFrame({"item_id": ["a", "b", "c"], "question": QUESTIONS, "choices": CHOICES, "gold": [0, 2, 1],
+                          "category": ["geo", "geo", "math"]})
+    scored, metrics, table = mcq.evaluate_calibration(model, tokenizer, items, n_bins=5, progress=False)
+    want_pred = [int(np.argmax(s)) for s in naive_scores["sum"]]
+    assert scored["pred"].tolist() == want_pred and list(scored["category"]) == ["geo", "geo", "math"]
+    correct = np.array(want_pred) == items["gold"].to_numpy()
+    assert metrics["accuracy"] == pytest.approx(correct.mean())
+    assert metrics["accuracy_by_category"] == {"geo": correct[:2].mean(), "math": correct[2:].mean()}
+    assert (metrics["method"], metrics["normalization"], metrics["chat"]) == ("option", "sum", False)
+    assert int(table["count"].sum()) == len(items)

@@ -7,7 +7,8 @@ from lmcal.models import store as models
 
 
 def test_count_parameters_counts_tied_embeddings_once():
-    m = ladder.build_llama(100, 16, 1, 2, intermediate_size=32, tie_embeddings=True)
+    m = ladder.build_llama({"hidden": 16, "layers": 1, "heads": 2, "intermediate": 32, "tie_embeddings": True},
+                           vocab_size=100)
     total, non_emb = models.count_parameters(m)
     # embedding 100*16 (tied with lm_head); per layer: q,k,v,o 4*16*16, mlp 3*16*32, 2 norms 2*16; final norm 16
     layer = 4 * 16 * 16 + 3 * 16 * 32 + 2 * 16
@@ -16,7 +17,8 @@ def test_count_parameters_counts_tied_embeddings_once():
 
 
 def test_count_parameters_untied_excludes_both_embeddings():
-    m = ladder.build_llama(100, 16, 1, 2, intermediate_size=32, tie_embeddings=False)
+    m = ladder.build_llama({"hidden": 16, "layers": 1, "heads": 2, "intermediate": 32, "tie_embeddings": False},
+                           vocab_size=100)
     total, non_emb = models.count_parameters(m)
     assert total - non_emb == 2 * 100 * 16
 

@@ -7,11 +7,11 @@ import pandas as pd
 import pytest
 import torch
 from lmcal.lm.decode import DecodeConfig, entropy
+from lmcal.lm.likelihood import rolling_windows
 from lmcal.lm.scoring import (
     HUMAN_COLUMNS,
     Scorer,
     chunked_temperature_stats,
-    rolling_windows,
     score_documents,
 )
 from tokenizers import Tokenizer, models, pre_tokenizers, processors

@@ -25,7 +25,7 @@ def study_config(**sft) -> dict:
         "calibration": {"evalsets": {"countries": {"kind": "countries", "split_seed": 3},
                                      "arithmetic": {"kind": "arithmetic", "max_operand": 20,
                                                     "template": "Q: {question}\nA:"}}},
-        "sft": {"models": ["smollm2"], "ladder_sizes": ["h32"],
+        "sft": {"models": ["smollm2"], "ladder": {"sizes": ["h32"]},
                 "instruction_data": {"countries": {"kind": "countries", "evalset": "countries"},
                                      "arithmetic": {"kind": "arithmetic", "evalset": "arithmetic"}},
                 "recipe": {"data": "arithmetic", "evalsets": ["arithmetic"], "lrs": [1e-3, 2e-5], "seeds": [0]},
@@ -98,7 +98,7 @@ def test_targets_pair_every_sft_model_with_its_base():
     assert len(pairs) == 2 + 2 + 6  # two bases, eight SFT models, one evalset each
     assert workflow_sft.vd_targets(cfg)[0] == "results/sft/vd/cells/v512-d16.parquet"
     with pytest.raises(ValueError, match="ladder size"):
-        workflow_sft.base_models(study_config(ladder_sizes=["h999"]))
+        workflow_sft.base_models(study_config(ladder={"sizes": ["h999"]}))
 
 
 def test_run_sft_writes_an_evaluable_model(tiny_model_dir, tmp_path):

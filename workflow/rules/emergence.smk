@@ -59,7 +59,12 @@ rule emergence_train:
         train=config["emergence"]["train"],
         max_position=config["emergence"]["max_position"],
         work_dir="results/emergence/work/size~{tsize}/seed~{seed}",
-        code=lmcal.workflow.emergence.code_version("lmcal.emergence.ladder", "lmcal.emergence.chartok"),
+        code=lmcal.workflow.emergence.code_version(
+            "lmcal.emergence.ladder",
+            "lmcal.emergence.chartok",
+            "lmcal.models.llama",
+            "lmcal.models.schedules",
+        ),
     script:
         "../scripts/emergence_train.py"
 
@@ -85,14 +90,16 @@ rule emergence_evaluate:
         "results/benchmarks/emergence_evaluate/emergence_evaluate.tsv"
     conda:
         "../../envs/lmcal.yaml"
-    threads: config["emergence"]["eval_threads"]
+    threads: config["emergence"]["evaluate"]["threads"]
     resources:
         mem_mb=3000,
     params:
         rungs=lmcal.workflow.emergence.rungs(config["emergence"]),
-        batch_size=config["emergence"]["eval_batch_size"],
+        batch_size=config["emergence"]["evaluate"]["batch_size"],
         pass_until=config["emergence"]["pass_until"],
-        code=lmcal.workflow.emergence.code_version("lmcal.emergence.outputs"),
+        code=lmcal.workflow.emergence.code_version(
+            "lmcal.emergence.outputs", "lmcal.lm.likelihood", "lmcal.lm.padding"
+        ),
     script:
         "../scripts/emergence_evaluate.py"
 

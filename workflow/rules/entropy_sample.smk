@@ -103,7 +103,7 @@ rule entropy_score:
         mem_mb=8000,
     params:
         decodes=config["entropy"]["decodes"],
-        batch_size=config["entropy"]["score_batch_size"],
+        batch_size=config["entropy"]["score"]["batch_size"],
         vocab_chunk=config["entropy"]["vocab_chunk"],
         mixture_eps=config["entropy"]["mixture_eps"],
     script:

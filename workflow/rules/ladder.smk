@@ -44,12 +44,12 @@ rule train_ladder_model:
         mem_mb=4000,
     params:
         arch=lookup(dpath="ladder/sizes/{size}", within=config),
-        steps=config["ladder"]["steps"],
-        batch_size=config["ladder"]["batch_size"],
-        seq_len=config["ladder"]["seq_len"],
-        lr=config["ladder"]["lr"],
-        warmup_steps=config["ladder"]["warmup_steps"],
-        eval_tokens=config["ladder"]["eval_tokens"],
+        steps=config["ladder"]["train"]["steps"],
+        batch_size=config["ladder"]["train"]["batch_size"],
+        seq_len=config["ladder"]["train"]["seq_len"],
+        lr=config["ladder"]["train"]["lr"],
+        warmup_steps=config["ladder"]["train"]["warmup_steps"],
+        eval_tokens=config["ladder"]["train"]["eval_tokens"],
         seed=config["seed"],
         checkpoint_dir="results/ladder/checkpoints/ladder-{size}",
     script:

@@ -21,4 +21,4 @@ with job_run(snakemake) as run:
         io.save_figure(reliability_overlay(tables, title=f"reliability on {evalset}", metrics=by_model), path)
     summary = calibration.summarize_runs(metrics)
     io.write_json(summary, snakemake.output.summary)
-    run.log_metrics({f"{r['model']}.{r['evalset']}.{k}": r[k] for r in metrics for k in ("accuracy", "ece")})
+    run.log_metrics({f"{r['model']}.{r['evalset']}.{k}": r[k] for r in metrics for k in calibration.HEADLINE})

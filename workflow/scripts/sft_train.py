@@ -5,6 +5,7 @@ from pathlib import Path
 import pandas as pd
 from lmcal.core import io
 from lmcal.core.tracking import job_run
+from lmcal.models import checkpoint
 from lmcal.sft import sweep as sft_sweep
 
 r = snakemake.params.run
@@ -13,7 +14,9 @@ with job_run(snakemake) as run:
     conversations = io.read_parquet(snakemake.input.data)
     info, hist, metrics = sft_sweep.run_sft(Path(snakemake.input.info).parent, conversations, r,
                                             Path(snakemake.output.info).parent,
-                                            checkpoint_dir=snakemake.params.checkpoint_dir)
+                                            checkpoint_dir=snakemake.params.checkpoint_dir,
+                                            fingerprint_inputs={"data_file": checkpoint.file_digest(
+                                                snakemake.input.data)})
     cols = ("step", "loss", "lr", "grad_norm", "tokens")
     io.write_parquet(pd.DataFrame({k: hist[k] for k in cols}), snakemake.output.history)
     run.log_metric_series("train_loss", hist["loss"], hist["step"])

@@ -2,8 +2,10 @@
 
 from pathlib import Path
 
+from lmcal.calibration.metrics import HEADLINE
 from lmcal.core import io
 from lmcal.core.tracking import job_run
+from lmcal.models import checkpoint
 from lmcal.models import tokenizers as ladder
 from lmcal.sft import vd as vd_study
 from transformers import AutoTokenizer
@@ -16,12 +18,15 @@ with job_run(snakemake) as run:
         tok, streams, io.read_parquet(snakemake.input.data), io.read_parquet(snakemake.input.evalset),
         hidden=int(snakemake.wildcards.hidden), arch=p.arch, pretrain_cfg=p.pretrain, run=p.run,
         label_smoothing=p.label_smoothing, eval_settings=p.eval_settings, seed=p.seed,
-        checkpoint_dir=p.checkpoint_dir)
+        checkpoint_dir=p.checkpoint_dir,
+        # checkpoints resume only with these exact files (SFT examples and base weights are digested inside)
+        fingerprint_inputs={"tokenizer_file": checkpoint.file_digest(snakemake.input.tokenizer),
+                            "tokens_file": checkpoint.file_digest(snakemake.input.tokens)})
     io.write_parquet(rows, snakemake.output.rows)
     io.write_parquet(reliability, snakemake.output.reliability)
     run.log_params({"vocab_size": int(rows["vocab_size"].iloc[0]), "hidden_size": int(snakemake.wildcards.hidden)})
     for _, r in rows.iterrows():
         key = "base" if r["kind"] == "base" else f"b{r['label_smoothing']:g}"
-        run.log_metrics({f"{key}.{k}": r[k] for k in ("accuracy", "ece", "rms_ce", "brier", "gap_mean")})
+        run.log_metrics({f"{key}.{k}": r[k] for k in (*HEADLINE, "gap_mean")})
         if r["delta_star"] is not None and r["delta_star"] == r["delta_star"]:
             run.log_metrics({f"{key}.delta_star": r["delta_star"]})

@@ -6,6 +6,7 @@ import pandas as pd
 from lmcal.core import io
 from lmcal.core.tracking import job_run
 from lmcal.ladder import study
+from lmcal.models import checkpoint
 from lmcal.models import store as models
 from lmcal.models import tokenizers
 from transformers import AutoTokenizer
@@ -18,6 +19,9 @@ with job_run(snakemake) as run:
     model, hist, loss = study.train_ladder_model(
         tok, streams, p.arch, name=name, steps=p.steps, batch_size=p.batch_size, seq_len=p.seq_len, lr=p.lr,
         warmup_steps=p.warmup_steps, eval_tokens=p.eval_tokens, seed=p.seed, checkpoint_dir=p.checkpoint_dir,
+        # the checkpoint resumes only with these exact files (a new tokenizer must not meet old weights)
+        fingerprint_inputs={"tokenizer_file": checkpoint.file_digest(snakemake.input.tokenizer),
+                            "tokens_file": checkpoint.file_digest(snakemake.input.tokens)},
     )
     extra = {"heldout_loss": loss, "train_tokens": hist["train_tokens"], "tokens_per_s": hist["tokens_per_s"]}
     info = models.describe(model, tok, name=name, source="ladder", origin="results/ladder", revision=None, extra=extra)

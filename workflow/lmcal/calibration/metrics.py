@@ -182,6 +182,22 @@ def all_choice_pairs(probs: ProbsLike, gold: Sequence[int] | np.ndarray) -> tupl
     return p, is_gold
 
 
+# The calibration metric names, in one place: what ``calibration_metrics`` computes and what the study summary,
+# the SFT tables and figures and the V/D cells read. name -> axis/table label.
+SCORE_LABELS = {
+    "accuracy": "accuracy",
+    "chance_accuracy": "chance accuracy",
+    "mean_confidence": "mean confidence",
+    "ece": "ECE",
+    "rms_ce": "RMS-CE",
+    "ece_all_choices": "ECE (all choices)",
+    "brier": "Brier",
+    "nll": "NLL",
+}
+SCORES = tuple(SCORE_LABELS)
+HEADLINE = ("accuracy", "ece", "rms_ce", "brier")  # the before/after columns of the SFT table and figure
+
+
 def calibration_metrics(
     probs: ProbsLike, gold: Sequence[int] | np.ndarray, n_bins: int = 10, binning: str = "width"
 ) -> dict[str, float | int | str]:
@@ -193,10 +209,7 @@ def calibration_metrics(
     rows = as_prob_list(probs)
     conf, _, correct = top_label(rows, gold)
     p_all, is_gold = all_choice_pairs(rows, gold)
-    return {
-        "n_items": len(rows),
-        "n_bins": int(n_bins),
-        "binning": binning,
+    scores = {
         "accuracy": float(np.mean(correct)),
         "chance_accuracy": float(np.mean([1.0 / r.size for r in rows])),
         "mean_confidence": float(np.mean(conf)),
@@ -206,10 +219,11 @@ def calibration_metrics(
         "brier": brier_score(rows, gold),
         "nll": gold_nll(rows, gold),
     }
+    return {"n_items": len(rows), "n_bins": int(n_bins), "binning": binning, **{k: scores[k] for k in SCORES}}
 
 
-SUMMARY_KEYS = ("model", "evalset", "n_items", "accuracy", "chance_accuracy", "mean_confidence", "ece", "rms_ce",
-                "ece_all_choices", "brier", "nll", "n_bins", "binning", "method", "normalization", "chat", "seconds")
+SUMMARY_KEYS = ("model", "evalset", "n_items", *SCORES, "n_bins", "binning", "method", "normalization", "chat",
+                "seconds")
 
 
 def summarize_runs(metrics: Sequence[dict]) -> dict:
@@ -219,8 +233,7 @@ def summarize_runs(metrics: Sequence[dict]) -> dict:
         raise ValueError("metrics: need at least one (model, evalset) result")
     runs = [{k: m[k] for k in SUMMARY_KEYS if k in m} for m in metrics]
     frame = pd.DataFrame(runs)
-    numeric = [k for k in ("accuracy", "chance_accuracy", "mean_confidence", "ece", "rms_ce", "brier", "nll")
-               if k in frame]
+    numeric = [k for k in SCORES if k in frame]
     per_model = frame.groupby("model")[numeric].mean().to_dict(orient="index")
     return {
         "n_runs": len(runs),

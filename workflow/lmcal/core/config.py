@@ -60,8 +60,49 @@ def _key(path: Iterable[Any]) -> str:
     return out or "<top level>"
 
 
+# Keys that were spelled differently before (old path -> new path; `*` is any entry of a map such as
+# emergence.sizes). One spelling per concept is documented in config/README.md ("Spelling").
+RENAMED_KEYS: dict[str, str] = {
+    **{f"ladder.{k}": f"ladder.train.{k}" for k in ("steps", "batch_size", "seq_len", "lr", "warmup_steps",
+                                                     "eval_tokens")},
+    "emergence.sizes.*.hidden_size": "emergence.sizes.*.hidden",
+    "emergence.sizes.*.n_layers": "emergence.sizes.*.layers",
+    "emergence.sizes.*.n_heads": "emergence.sizes.*.heads",
+    "emergence.eval_threads": "emergence.evaluate.threads",
+    "emergence.eval_batch_size": "emergence.evaluate.batch_size",
+    "entropy.score_batch_size": "entropy.score.batch_size",
+    "sft.ladder_sizes": "sft.ladder.sizes",
+    "sft.ladder_threads": "sft.ladder.threads",
+    # arithmetic operators: symbols "+-*" became the emergence spelling (ops: [add, sub, mul])
+    "calibration.evalsets.*.operations": "calibration.evalsets.*.ops",
+    "sft.instruction_data.*.operations": "sft.instruction_data.*.ops",
+}
+
+
+def _find(node: Any, parts: list[str], done: list[str]) -> Iterable[list[str]]:
+    """Concrete key paths in ``node`` matching ``parts`` (``*`` matches every key of a map)."""
+    if not parts:
+        yield done
+        return
+    if not isinstance(node, dict):
+        return
+    head, rest = parts[0], parts[1:]
+    for key in (list(node) if head == "*" else [head] if head in node else []):
+        yield from _find(node[key], rest, done + [str(key)])
+
+
+def check_renamed_keys(config: dict[str, Any], renamed: dict[str, str] = RENAMED_KEYS) -> None:
+    """Raise ConfigError for the first old spelling in ``config``, naming the key to use instead."""
+    for old, new in renamed.items():
+        for path in _find(config, old.split("."), []):
+            # a wildcard stands at the same depth in the old and the new path: fill it with the matched map key
+            concrete = [path[i] if part == "*" else part for i, part in enumerate(new.split("."))]
+            raise ConfigError(f"config key {'.'.join(path)} was renamed: use {'.'.join(concrete)}")
+
+
 def validate_config(config: dict[str, Any], schema: dict[str, Any] | None = None) -> dict[str, Any]:
     """Validate ``config`` in place (filling defaults) and return it; raise ConfigError naming the key."""
+    check_renamed_keys(config)  # before the schema, so an old config names its new key, not "unknown key"
     schema = schema or load_schema()
     validator = DefaultFillingValidator(schema)
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(map(str, e.absolute_path))))

@@ -28,6 +28,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from lmcal.data import arithmetic
+
 IGNORE_INDEX = -100
 ROLES = ("system", "user", "assistant")
 FORMATS = ("messages", "alpaca", "conversations")
@@ -181,42 +183,37 @@ def country_fact_conversations(eval_fraction: float = 0.5, split_seed: int = 0,
 
 
 def arithmetic_conversations(n_examples: int, seed: int = 0, max_operand: int = 99,
-                             operations: Sequence[str] = ("+", "-", "*"),
+                             ops: Sequence[str] = arithmetic.OP_NAMES,
                              exclude_questions: Iterable[str] = ()) -> pd.DataFrame:
     """Seeded "What is a op b?" → "c" pairs from the evaluation's distribution, minus ``exclude_questions``.
 
-    Operands are uniform in 1..max_operand and subtraction is ordered to stay non-negative, as in
-    ``lmcal.evalsets.arithmetic_evalset``; questions are unique and never one the evaluation asks.
+    Problems are drawn as in ``lmcal.data.evalsets.synthetic.arithmetic_evalset`` (``lmcal.data.arithmetic``:
+    operands 1..max_operand, subtraction non-negative); questions are unique and never one the evaluation asks.
     """
     if n_examples < 1:
         raise ValueError(f"n_examples: expected >= 1, got {n_examples}")
     if max_operand < 2:
         raise ValueError(f"max_operand: expected >= 2, got {max_operand}")
-    ops = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
-    bad = [o for o in operations if o not in ops]
-    if bad or not operations:
-        raise ValueError(f"operations: expected a non-empty subset of {list(ops)}, got {list(operations)}")
+    ops = arithmetic.check_ops(ops)
     excluded = set(exclude_questions)
-    possible = {f"What is {max(a, b) if op == '-' else a} {op} {min(a, b) if op == '-' else b}?"
-                for op in operations for a in range(1, max_operand + 1) for b in range(1, max_operand + 1)}
+    possible = {arithmetic.symbol_question(op, max(a, b), min(a, b)) if op == "sub" else
+                arithmetic.symbol_question(op, a, b)
+                for op in ops for a in range(1, max_operand + 1) for b in range(1, max_operand + 1)}
     available = len(possible - excluded)
     if n_examples > available:
         raise ValueError(f"n_examples: {n_examples} is more than the {available} questions left after excluding "
-                         f"the evaluation's (max_operand={max_operand}, operations={list(operations)})")
+                         f"the evaluation's (max_operand={max_operand}, ops={list(ops)})")
     rng = np.random.default_rng(seed)
     seen: set[str] = set()
     questions, answers = [], []
     while len(questions) < n_examples:
-        op = operations[int(rng.integers(len(operations)))]
-        a, b = (int(x) for x in rng.integers(1, max_operand + 1, size=2))
-        if op == "-" and b > a:
-            a, b = b, a
-        q = f"What is {a} {op} {b}?"
+        op, a, b = arithmetic.draw_problem(rng, ops, 1, max_operand + 1)
+        q = arithmetic.symbol_question(op, a, b)
         if q in excluded or q in seen:
             continue
         seen.add(q)
         questions.append(q)
-        answers.append(str(ops[op](a, b)))
+        answers.append(str(arithmetic.apply_op(op, a, b)))
     return qa_conversations(questions, answers, [f"arith:{seed}:{i}" for i in range(n_examples)])
 
 
@@ -242,7 +239,7 @@ def build_instruction_data(spec: dict[str, Any], eval_items: pd.DataFrame | None
     if kind == "arithmetic":
         exclude = [] if eval_items is None else eval_items["question"].astype(str).tolist()
         return arithmetic_conversations(int(n or 2000), seed=seed, max_operand=int(spec.get("max_operand", 99)),
-                                        operations=tuple(spec.get("operations", "+-*")), exclude_questions=exclude)
+                                        ops=spec.get("ops", arithmetic.OP_NAMES), exclude_questions=exclude)
     if kind == "hub":
         source = spec.get("path") or spec.get("hub_id")
         if not source:

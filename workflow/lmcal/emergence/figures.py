@@ -17,17 +17,7 @@ import pandas as pd
 import seaborn as sns
 
 from lmcal.emergence import analysis as an
-
-LABELS = {
-    "exact_match": "exact match",
-    "norm_edit_distance": "token edit distance / L",
-    "per_digit_acc": "per-digit acc",
-    "target_logprob": "log p(target) [nats]",
-    "brier": "Brier",
-    "mc_grade": "MC grade",
-    "p_correct": "p(correct | choices)",
-    "per_token_ce": "per-token CE [nats]",
-}
+from lmcal.emergence.metrics import LABELS
 
 
 def _grid(rows: int, cols: int, w: float = 3.6, h: float = 2.9, **kw):

@@ -7,14 +7,14 @@ models, the character-level token streams and the model directory layout::
                                                                history.json
     results/emergence/models/size~{size}/seed~{seed}/step~{k}/ snapshot after k optimiser steps (k < steps)
 
-Resume state lives in a separate work directory (Snakemake deletes a rule's output directory before a rerun);
-it is wiped when the training settings differ from those it was written with.
+Resume state lives in a separate work directory (Snakemake deletes a rule's output directory before a rerun):
+train_lm's checkpoint, resumed only under the settings it was written with (``lmcal.models.checkpoint``), and
+the snapshots, each written before the checkpoint of its step, so a checkpoint implies its snapshots exist.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -62,44 +62,11 @@ def token_stream(tokenizer, texts) -> np.ndarray:
 
 
 def build_rung(size: dict[str, Any], vocab_size: int, seed: int, max_position: int, tokenizer):
-    """A LlamaForCausalLM for one ladder size (keys hidden_size, n_layers, n_heads), initialised from seed."""
+    """A LlamaForCausalLM for one ladder size (keys hidden, layers, heads; ``name`` is ignored), from seed."""
     from lmcal.models.llama import build_llama
 
-    for key in ("hidden_size", "n_layers", "n_heads"):
-        if key not in size:
-            raise ValueError(f"size: missing key {key!r} in {size!r}")
-    return build_llama(
-        vocab_size=vocab_size,
-        hidden_size=int(size["hidden_size"]),
-        n_layers=int(size["n_layers"]),
-        n_heads=int(size["n_heads"]),
-        max_position=max_position,
-        seed=seed,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-
-
-def prepare_work_dir(work_dir: Path, settings: dict, snapshot_steps: list[int]) -> None:
-    """Keep resume state only if it was written with exactly these settings and no snapshot is missing.
-
-    train_lm saves its checkpoint before calling on_checkpoint, so a crash in between leaves a checkpoint
-    past a snapshot that was never written; resuming from it would lose that snapshot, so start over.
-    """
-    marker, ckpt = work_dir / "settings.json", work_dir / "checkpoint.json"
-    stale = work_dir.exists() and (not marker.exists() or json.loads(marker.read_text()) != settings)
-    if not stale and ckpt.exists():
-        done = int(json.loads(ckpt.read_text())["step"])
-        stale = any(
-            not (work_dir / f"{SNAPSHOT_PREFIX}{k}" / "heldout.json").exists()
-            for k in snapshot_steps
-            if k <= done
-        )
-    if stale:
-        shutil.rmtree(work_dir)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    if not marker.exists():
-        io.write_json(settings, marker)
+    return build_llama(size, vocab_size=vocab_size, max_position=max_position, seed=seed,
+                       eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
 
 
 def train_rung(
@@ -121,6 +88,7 @@ def train_rung(
     from transformers.utils import logging as hf_logging
 
     from lmcal.emergence.chartok import build_char_tokenizer
+    from lmcal.models.checkpoint import tokenizer_digest
     from lmcal.models.llama import evaluate_lm, train_lm
     from lmcal.models.store import MODEL_INFO, describe, save_model_dir
 
@@ -128,15 +96,10 @@ def train_rung(
     out_dir, work_dir = Path(out_dir), Path(work_dir)
     tok = build_char_tokenizer()
     train_ids, heldout_ids = token_stream(tok, train_texts), token_stream(tok, heldout_texts)
-    run_settings = dict(
-        size=dict(size),
-        seed=int(seed),
-        **dataclasses.asdict(settings),
-        n_train_tokens=len(train_ids),
-        n_heldout_tokens=len(heldout_ids),
-    )
-    prepare_work_dir(work_dir, run_settings, settings.snapshot_steps)
     model = build_rung(size, len(tok), seed, max_position, tok)
+    # train_lm fingerprints its own settings, the model and the streams; the rung settings add the snapshot
+    # schedule, so a checkpoint is never resumed past a snapshot step this run asks for but never wrote.
+    inputs = {"rung": dataclasses.asdict(settings), "size": dict(size), "tokenizer": tokenizer_digest(tok)}
     name = f"{size.get('name', 'rung')}-seed{seed}"
     snapshots: dict[int, float] = {}
 
@@ -171,6 +134,7 @@ def train_rung(
         eval_every=settings.eval_every,
         checkpoint_dir=work_dir,
         checkpoint_every=settings.checkpoint_every,
+        fingerprint_inputs=inputs,
         on_checkpoint=save_snapshot,
         progress=progress,
     )

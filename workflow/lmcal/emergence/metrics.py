@@ -30,6 +30,23 @@ METRICS = {  # name: (higher is better, bounded in [0, 1] with a chance level)
     "p_correct": True,
     "logp_vocab_correct": True,
 }
+# Roles of the metrics in the report: hard 0/1 grades per item (Clopper-Pearson intervals; the curves that look
+# sharp) and the soft ones scored from the same outputs (Schaeffer et al. 2023).
+SHARP = ("exact_match", "mc_grade")
+SOFT = ("norm_edit_distance", "per_digit_acc", "target_logprob", "per_token_ce", "brier", "p_correct")
+LABELS = {  # axis labels of the figures
+    "exact_match": "exact match",
+    "edit_distance": "token edit distance",
+    "norm_edit_distance": "token edit distance / L",
+    "per_digit_acc": "per-digit acc",
+    "target_logprob": "log p(target) [nats]",
+    "per_token_ce": "per-token CE [nats]",
+    "p_exact": "p(exact match) under sampling",
+    "mc_grade": "MC grade",
+    "brier": "Brier",
+    "p_correct": "p(correct | choices)",
+    "logp_vocab_correct": "log p(correct choice) [nats]",
+}
 
 
 def exact_match(pred: str, gold: str) -> float:
@@ -165,7 +182,7 @@ def aggregate_scores(scores: pd.DataFrame, by: Sequence[str], ci: float = 0.95) 
             v = g[m].dropna().to_numpy(dtype=float)
             row[m] = float(v.mean()) if v.size else np.nan
             row[f"{m}_sem"] = float(v.std(ddof=1) / np.sqrt(v.size)) if v.size > 1 else np.nan
-            if m in ("exact_match", "mc_grade") and v.size:
+            if m in SHARP and v.size:
                 lo, hi = clopper_pearson(v.sum(), v.size, ci)
                 row[f"{m}_lo"], row[f"{m}_hi"] = float(lo), float(hi)
         if "target_len" in g:

@@ -16,20 +16,21 @@ import torch
 from tqdm.auto import tqdm
 
 from lmcal.emergence.tasks import STOP
+from lmcal.lm.likelihood import LikelihoodEngine
+from lmcal.lm.padding import left_pad, pad_token_id
 
 
 def _encode(tokenizer, texts: Sequence[str]) -> list[list[int]]:
     return tokenizer(list(texts), add_special_tokens=False)["input_ids"]
 
 
-@torch.no_grad()
 def continuation_logprobs(
     model, tokenizer, prompts: Sequence[str], continuations: Sequence[str], batch_size: int = 64
 ) -> list[np.ndarray]:
     """Teacher-forced log p (nats) of each continuation token given its prompt, one array per pair.
 
     Prompt and continuation are tokenised separately and concatenated (as lm-eval does), so the scored tokens
-    are exactly the continuation's own tokens. Pairs are batched by length with right padding.
+    are exactly the continuation's own tokens. Scored by the shared engine (``lmcal.lm.likelihood``).
     """
     if len(prompts) != len(continuations):
         raise ValueError(
@@ -38,23 +39,8 @@ def continuation_logprobs(
     p_ids, c_ids = _encode(tokenizer, prompts), _encode(tokenizer, continuations)
     if any(len(p) == 0 for p in p_ids):
         raise ValueError("prompts: every prompt needs at least one token (the first target token's context)")
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    order = np.argsort([len(p) + len(c) for p, c in zip(p_ids, c_ids)], kind="stable")
-    out: list[np.ndarray] = [np.zeros(0)] * len(p_ids)
-    for start in range(0, len(order), batch_size):
-        idx = order[start : start + batch_size]
-        seqs = [p_ids[i] + c_ids[i] for i in idx]
-        width = max(len(s) for s in seqs)
-        x = torch.full((len(seqs), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(x)
-        for r, s in enumerate(seqs):
-            x[r, : len(s)], mask[r, : len(s)] = torch.tensor(s), 1
-        logp = torch.log_softmax(model(input_ids=x, attention_mask=mask).logits.float(), dim=-1)
-        for r, i in enumerate(idx):
-            lp, lc = len(p_ids[i]), len(c_ids[i])
-            pos = torch.arange(lp - 1, lp + lc - 1)
-            out[i] = logp[r, pos, x[r, lp : lp + lc]].numpy().astype(np.float64)
-    return out
+    engine = LikelihoodEngine(model, tokenizer, batch_size=batch_size)
+    return engine.token_logprobs(list(zip(p_ids, c_ids)), desc="target log-probs")
 
 
 def cut_at_stop(text: str) -> str:
@@ -75,34 +61,26 @@ def generate(
     cut: bool = True,
 ) -> list[str]:
     """Continuations of ``prompts`` (greedy, or pure ancestral sampling: no top-k/top-p), cut at STOP unless
-    ``cut`` is False. Special tokens (EOS, padding) are dropped from the text."""
+    ``cut`` is False; a row also ends at the tokenizer's EOS. Special tokens (EOS, padding) are dropped from the
+    text. Greedy runs on the shared engine (``LikelihoodEngine.generate``, which also stops a row at STOP when
+    cutting); sampling runs ``model.generate`` seeded by ``torch.manual_seed(seed)``, so a seed reproduces it."""
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    eos = [] if tokenizer.eos_token_id is None else [tokenizer.eos_token_id]
+    if not do_sample:
+        engine = LikelihoodEngine(model, tokenizer, batch_size=batch_size)
+        return engine.generate(_encode(tokenizer, prompts), max_new_tokens=max_new_tokens,
+                               until=[STOP] if cut else None, eos_token_ids=eos)
+    pad = pad_token_id(tokenizer)
     ids = _encode(tokenizer, prompts)
     texts: list[str] = []
     torch.manual_seed(seed)
     for start in range(0, len(ids), batch_size):
-        chunk = ids[start : start + batch_size]
-        width = max(len(s) for s in chunk)
-        x = torch.full((len(chunk), width), pad, dtype=torch.long)
-        mask = torch.zeros_like(x)
-        for r, s in enumerate(chunk):  # left padding: generation continues right after each prompt
-            x[r, width - len(s) :], mask[r, width - len(s) :] = torch.tensor(s), 1
-        kw = (
-            dict(do_sample=True, temperature=temperature, top_k=0, top_p=1.0)
-            if do_sample
-            else dict(do_sample=False)
-        )
-        out = model.generate(
-            input_ids=x,
-            attention_mask=mask,
-            max_new_tokens=max_new_tokens,
-            pad_token_id=pad,
-            eos_token_id=tokenizer.eos_token_id,
-            **kw,
-        )
-        decoded = tokenizer.batch_decode(out[:, width:], skip_special_tokens=True)
+        x, mask, _ = left_pad(ids[start : start + batch_size], pad)  # generation continues right after each prompt
+        out = model.generate(input_ids=x, attention_mask=mask, max_new_tokens=max_new_tokens, pad_token_id=pad,
+                             eos_token_id=tokenizer.eos_token_id, do_sample=True, temperature=temperature,
+                             top_k=0, top_p=1.0)
+        decoded = tokenizer.batch_decode(out[:, x.shape[1]:], skip_special_tokens=True)
         texts += [cut_at_stop(t) for t in decoded] if cut else decoded
     return texts
 

@@ -12,13 +12,11 @@ import pandas as pd
 from lmcal.core import io
 from lmcal.emergence import analysis as an
 from lmcal.emergence.forecast import backtest, fit_task_law, two_step_forecast
-from lmcal.emergence.metrics import METRICS
+from lmcal.emergence.metrics import METRICS, SHARP, SOFT
 from lmcal.scaling.fit import fit_power_law
 from lmcal.scaling.settings import FitSettings
 
-SHARP = ["exact_match", "mc_grade"]
 FIT_ERRORS = (ValueError, RuntimeError, FloatingPointError, np.linalg.LinAlgError)
-SOFT = ["norm_edit_distance", "per_digit_acc", "target_logprob", "per_token_ce", "brier", "p_correct"]
 
 
 def ladder_points(curves: pd.DataFrame, final_only: bool = True) -> pd.DataFrame:
@@ -37,7 +35,7 @@ def seed_means(points: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(["component", "n_params"]).reset_index(drop=True)
 
 
-def emergence_table(means: pd.DataFrame, metrics=tuple(SHARP + SOFT)) -> pd.DataFrame:
+def emergence_table(means: pd.DataFrame, metrics=SHARP + SOFT) -> pd.DataFrame:
     """Emergence score and early share (on the isotonic fit) per (component, metric) over the size axis;
     lower-is-better metrics are negated first so that positive means "improves with size"."""
     rows = []

@@ -19,8 +19,10 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import pandas as pd
 
+from lmcal.data import splits
+from lmcal.data.arithmetic import OPS, apply_op, digit_range, draw_operands
+
 STOP = "\n"
-OPS = {"add": ("plus", "+"), "sub": ("minus", "-"), "mul": ("times", "*")}
 FORMATS = ("direct", "fewshot", "scratchpad")
 # Fixed transliteration map: digraphs first (matched greedily left to right), then single letters.
 TRANSLIT_DIGRAPHS = {"sh": "ʃ", "ch": "tʃ", "th": "θ", "ng": "ŋ"}
@@ -133,16 +135,6 @@ class TaskSpec:
 # ---------------------------------------------------------------- problems and their keys
 
 
-def apply_op(op: str, a: int, b: int) -> int:
-    if op == "add":
-        return a + b
-    if op == "sub":
-        return a - b
-    if op == "mul":
-        return a * b
-    raise ValueError(f"op: unknown operator {op!r}")
-
-
 def problem_key(op: str, a: int | str, b: int | None = None) -> str:
     """Canonical key of a problem: the same problem has the same key in every format and split."""
     return f"translit:{a}" if op == "map" else f"{op}:{int(a)}:{int(b)}"
@@ -154,7 +146,7 @@ def key_hash(key: str) -> str:
 
 def is_eval_key(key: str, eval_fraction: float) -> bool:
     """Whether a problem belongs to the held-out partition (a fixed hash split, seed-independent)."""
-    return int(key_hash(key)[:12], 16) / 16**12 < eval_fraction
+    return splits.is_held_out(key, eval_fraction)
 
 
 def component_rng(seed: int, split: str, *parts) -> np.random.Generator:
@@ -163,18 +155,12 @@ def component_rng(seed: int, split: str, *parts) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([int(seed), tag]))
 
 
-def draw_operands(rng: np.random.Generator, n: int) -> tuple[int, int]:
-    """Two uniform n-digit numbers (n = 1 includes 0)."""
-    lo, hi = (0 if n == 1 else 10 ** (n - 1)), 10**n
-    return int(rng.integers(lo, hi)), int(rng.integers(lo, hi))
-
-
 def draw_batch(rng: np.random.Generator, op: str, n: int, count: int) -> list[tuple]:
     """``count`` problems drawn at once (vectorised; repeats and either partition possible)."""
     if op == "map":
         idx = rng.integers(0, len(TRANSLIT_ALPHABET), size=(count, n))
         return [("".join(TRANSLIT_ALPHABET[i] for i in row),) for row in idx]
-    lo, hi = (0 if n == 1 else 10 ** (n - 1)), 10**n
+    lo, hi = digit_range(n)
     return [(int(a), int(b)) for a, b in rng.integers(lo, hi, size=(count, 2))]
 
 
@@ -205,7 +191,7 @@ def draw_problems(
     seen, out, tries = set(), [], 0
     while len(out) < limit and tries < 50 * count + 1000:
         tries += 1
-        prob = (draw_word(rng, n),) if op == "map" else draw_operands(rng, n)
+        prob = (draw_word(rng, n),) if op == "map" else draw_operands(rng, *digit_range(n))
         key = problem_key(op, *prob)
         if key in seen or is_eval_key(key, eval_fraction) != held_out:
             continue
@@ -244,7 +230,7 @@ def format_problem(op: str, n: int, fmt: str, prob: tuple) -> tuple[str, str, st
         return f"Q: Transliterate {prob[0]}\nA: ", answer, answer
     a, b = prob
     answer = str(apply_op(op, a, b))
-    word, sym = OPS[op]
+    word, sym = OPS[op].word, OPS[op].symbol
     if fmt == "direct":
         return f"Q: What is {a} {word} {b}?\nA: ", answer, answer
     if fmt == "fewshot":
@@ -286,7 +272,7 @@ def mc_choices(answer: int, n: int, k: int, rng: np.random.Generator) -> tuple[l
     if swapped is not None and swapped not in opts:
         opts.append(swapped)
     width = max(len(str(abs(answer))), 1)
-    lo, hi = (0 if width == 1 else 10 ** (width - 1)), 10**width
+    lo, hi = digit_range(width)
     while len(opts) < k:
         cand = int(rng.integers(lo, hi)) * (-1 if answer < 0 else 1)
         if cand not in opts:

@@ -17,6 +17,7 @@ from lmcal.core import io
 from lmcal.core.paths import output_key
 from lmcal.entropy.protocol import build_prompts, context_limit
 from lmcal.lm.decode import DecodeConfig
+from lmcal.lm.padding import pad_token_id
 from lmcal.lm.sampling import generate_samples
 from lmcal.lm.scoring import score_documents_multi
 from lmcal.models.store import weights_record, weights_stamp
@@ -38,7 +39,7 @@ def run_sampling(model_dir: str | os.PathLike, prompt_files: Sequence[str | os.P
     info = load_model_info(model_dir)
     record = weights_record(model_dir, model)
     prompts_by_dataset = {output_key(p)[0]: Path(p) for p in prompt_files if str(p).endswith(".parquet")}
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    pad = pad_token_id(tok)
     summary = {}
     for out in (Path(o) for o in outputs if str(o).endswith(".parquet")):
         dataset, name = output_key(out)
@@ -80,7 +81,7 @@ def run_scoring(model_dir, prompt_files: Sequence[str], outputs: Sequence[str], 
 
     model, tok = load_model(model_dir)
     record = weights_record(model_dir, model)
-    pad = tok.pad_token_id if tok.pad_token_id is not None else 0
+    pad = pad_token_id(tok)
     wanted: dict[str, dict[str, Path]] = {}
     for out in (Path(o) for o in outputs if str(o).endswith(".parquet")):
         dataset, name = output_key(out)

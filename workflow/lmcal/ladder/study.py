@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from lmcal.models.checkpoint import tokenizer_digest
 from lmcal.models.llama import build_llama, train_lm
 
 if TYPE_CHECKING:
@@ -20,14 +21,19 @@ if TYPE_CHECKING:
 
 def train_ladder_model(tokenizer, streams: dict[str, np.ndarray], arch: dict, *, name: str, steps: int,
                        batch_size: int, seq_len: int, lr: float, warmup_steps: int, eval_tokens: int, seed: int,
-                       checkpoint_dir: str | Path | None = None):
-    """Build and train one ladder model; returns (model, history, held-out loss in nats/token)."""
-    model = build_llama(len(tokenizer), arch["hidden"], arch["layers"], arch["heads"], max_position=max(2048, seq_len),
-                        seed=seed, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+                       checkpoint_dir: str | Path | None = None, fingerprint_inputs: dict | None = None):
+    """Build and train one ladder model; returns (model, history, held-out loss in nats/token).
+
+    A checkpoint in ``checkpoint_dir`` is resumed only under the same settings, token streams, tokenizer
+    (its digest) and ``fingerprint_inputs`` (e.g. the digest of the tokenizer file the adapter loaded)."""
+    model = build_llama(arch, vocab_size=len(tokenizer), max_position=max(2048, seq_len), seed=seed,
+                        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    inputs = {"tokenizer": tokenizer_digest(tokenizer), **(fingerprint_inputs or {})}
     history = train_lm(model, streams["train"], steps=steps, batch_size=batch_size, seq_len=seq_len,
-                       lr=arch.get("lr") or lr, warmup_steps=warmup_steps, seed=seed, eval_ids=streams["eval"],
-                       eval_every=max(1, steps // 5), eval_tokens=eval_tokens, checkpoint_dir=checkpoint_dir,
-                       checkpoint_every=max(1, steps // 5))
+                       lr=arch.get("lr") or lr, warmup_steps=warmup_steps, schedule="cosine", seed=seed,
+                       eval_ids=streams["eval"], eval_every=max(1, steps // 5), eval_tokens=eval_tokens,
+                       checkpoint_dir=checkpoint_dir, checkpoint_every=max(1, steps // 5),
+                       fingerprint_inputs=inputs)
     return model, history, history["eval_loss"][-1]
 
 

@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 
 from lmcal.core import io
 from lmcal.lm.decode import DecodeConfig, entropy
+from lmcal.lm.padding import left_pad
 
 log = logging.getLogger(__name__)
 
@@ -62,20 +63,6 @@ def draw_from_log_probs(log_probs: torch.Tensor, uniforms: torch.Tensor) -> torc
     target = uniforms.double().unsqueeze(-1) * cdf[:, -1:]
     idx = torch.searchsorted(cdf, target, right=True).squeeze(-1)
     return idx.clamp_(max=log_probs.shape[-1] - 1)
-
-
-def left_pad(prompts: Sequence[Sequence[int]], pad_token_id: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(input_ids, attention_mask, position_ids) for left-padded prompts; positions count real tokens only."""
-    if not prompts or any(len(p) == 0 for p in prompts):
-        raise ValueError("prompts must be a non-empty list of non-empty token lists")
-    width = max(len(p) for p in prompts)
-    ids = torch.full((len(prompts), width), int(pad_token_id), dtype=torch.long)
-    mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for i, p in enumerate(prompts):
-        ids[i, width - len(p):] = torch.as_tensor(list(p), dtype=torch.long)
-        mask[i, width - len(p):] = 1
-    pos = (mask.cumsum(dim=1) - 1).clamp_(min=0)
-    return ids, mask, pos
 
 
 @torch.inference_mode()

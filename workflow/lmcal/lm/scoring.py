@@ -32,6 +32,8 @@ import torch
 from tqdm.auto import tqdm
 
 from lmcal.lm.decode import DecodeConfig, entropy, mixture_logloss
+from lmcal.lm.likelihood import LikelihoodEngine
+from lmcal.lm.padding import left_pad, right_pad
 from lmcal.losses.reference import apply_softcap
 
 HUMAN_COLUMNS = ["doc_id", "n_tokens", "logloss", "logloss_finite", "entropy", "outside_kept"]
@@ -138,14 +140,8 @@ def scored_hidden_states(
         raise ValueError(f"continuations: need one per prompt ({len(prompts)}), got {len(continuations)}")
     if any(len(p) == 0 for p in prompts):
         raise ValueError("prompts: every prompt needs >= 1 token (token 0 is predicted from the last prompt token)")
-    seqs = [list(p) + list(c) for p, c in zip(prompts, continuations)]
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), int(pad_token_id), dtype=torch.long)
-    mask = torch.zeros_like(ids)
-    for i, s in enumerate(seqs):
-        ids[i, :len(s)] = torch.as_tensor(s, dtype=torch.long)
-        mask[i, :len(s)] = 1
-    pos = torch.arange(width).unsqueeze(0).expand_as(ids)
+    ids, mask = right_pad([list(p) + list(c) for p, c in zip(prompts, continuations)], pad_token_id)
+    pos = torch.arange(ids.shape[1]).unsqueeze(0).expand_as(ids)
     hidden = model.base_model(input_ids=ids, attention_mask=mask, position_ids=pos).last_hidden_state
     row_idx = torch.cat([torch.full((len(c),), i, dtype=torch.long) for i, c in enumerate(continuations)])
     col_idx = torch.cat([torch.arange(len(p) - 1, len(p) - 1 + len(c)) for p, c in zip(prompts, continuations)])
@@ -249,70 +245,23 @@ def score_documents(model, prompts, continuations, doc_ids, *, decode: DecodeCon
     return score_documents_multi(model, prompts, continuations, doc_ids, decodes={"_": decode}, **kwargs)["_"]
 
 
-class Scorer:
-    """lm-evaluation-harness style likelihoods on top of `score_batch` (same transform, same chunking).
-
-    ``loglikelihood([(context, continuation), ...]) -> [(sum log p, is_greedy), ...]`` and
-    ``loglikelihood_rolling([text, ...]) -> [sum log p, ...]`` (nats; under the decode's distribution).
-    """
+class Scorer(LikelihoodEngine):
+    """The likelihood engine's verbs (``loglikelihood``, ``loglikelihood_rolling``, ``token_logprobs``, ...) under
+    a decoding transform: log p and is_greedy are those of `DecodeConfig`'s distribution, computed like
+    `score_batch` (final hidden states, then the LM head streamed in vocabulary chunks). Nats."""
 
     def __init__(self, model, tokenizer, *, decode: DecodeConfig | None = None, batch_size: int = 8,
                  vocab_chunk: int | None = 8192, max_length: int | None = None):
-        self.model, self.tokenizer = model, tokenizer
+        super().__init__(model, tokenizer, batch_size=batch_size, max_length=max_length)
         self.decode = decode or DecodeConfig()
-        self.batch_size, self.vocab_chunk = batch_size, vocab_chunk
-        self.max_length = max_length or int(getattr(model.config, "max_position_embeddings", 2048))
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        self.pad_token_id = int(pad or 0)
+        self.vocab_chunk = vocab_chunk
 
-    def _prefix_token(self) -> list[int]:
-        tok = self.tokenizer
-        for t in (tok.bos_token_id, tok.eos_token_id):
-            if t is not None:
-                return [int(t)]
-        raise ValueError("tokenizer: needs a BOS or EOS token to score text without context")
-
-    def _encode(self, text: str) -> list[int]:
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
-    def _score_pairs(self, pairs: list[tuple[list[int], list[int]]]) -> list[dict[str, np.ndarray]]:
-        out = []
-        for lo in range(0, len(pairs), self.batch_size):
-            chunk = pairs[lo:lo + self.batch_size]
-            out += score_batch(self.model, [p for p, _ in chunk], [c for _, c in chunk], decode=self.decode,
-                               vocab_chunk=self.vocab_chunk, pad_token_id=self.pad_token_id)
-        return out
-
-    def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[tuple[float, bool]]:
-        pairs = []
-        for context, continuation in requests:
-            # encode jointly and split, as lm-eval does, so the boundary token merges like in running text
-            whole, ctx = self._encode(context + continuation), self._encode(context)
-            n_ctx = len(ctx) if whole[:len(ctx)] == ctx else len(self._encode(context.rstrip()))
-            ctx_ids, cont_ids = whole[:n_ctx], whole[n_ctx:]
-            if not cont_ids:
-                raise ValueError(f"continuation {continuation!r} encodes to no tokens")
-            ctx_ids = (ctx_ids or self._prefix_token())[-(self.max_length - len(cont_ids)):]
-            pairs.append((ctx_ids, cont_ids))
-        return [(float(-st["logloss"].sum()), bool(st["is_argmax"].all())) for st in self._score_pairs(pairs)]
-
-    def loglikelihood_rolling(self, texts: Sequence[str]) -> list[float]:
-        results = []
-        for text in texts:
-            ids = self._encode(text)
-            pairs = rolling_windows(ids, self._prefix_token(), self.max_length)
-            results.append(float(sum(-st["logloss"].sum() for st in self._score_pairs(pairs))))
-        return results
-
-
-def rolling_windows(ids: Sequence[int], prefix: list[int], max_length: int) -> list[tuple[list[int], list[int]]]:
-    """Disjoint windows that score every token once with as much left context as fits in ``max_length``."""
-    if max_length < 2:
-        raise ValueError(f"max_length must be >= 2, got {max_length}")
-    pairs, start = [], 0
-    while start < len(ids):
-        end = min(start + max_length - 1, len(ids))
-        ctx = list(prefix) if start == 0 else list(ids[max(0, end - max_length):start])
-        pairs.append((ctx, list(ids[start:end])))
-        start = end
-    return pairs
+    @torch.inference_mode()
+    def _tail_scores(self, rows: list[list[int]], n_scored: list[int]) -> list[tuple[np.ndarray, np.ndarray]]:
+        ids, mask, pos = left_pad(rows, self.pad_id)
+        hidden = self.model.base_model(input_ids=ids, attention_mask=mask, position_ids=pos).last_hidden_state
+        width = ids.shape[1]  # left padding: column width-1-n+j predicts the row's token -n+j
+        h = torch.cat([hidden[b, width - 1 - n:width - 1] for b, n in enumerate(n_scored)])
+        t = torch.cat([torch.as_tensor(r[-n:], dtype=torch.long) for r, n in zip(rows, n_scored)])
+        stats = stats_from_hidden(self.model, h, t, decode=self.decode, vocab_chunk=self.vocab_chunk)
+        return [(-st["logloss"].astype(np.float64), st["is_argmax"]) for st in _split(stats, n_scored)]

@@ -12,6 +12,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lmcal.core import io
+from lmcal.data import splits
 
 SPECIAL_TOKENS = ["<|endoftext|>", "<|pad|>"]
 
@@ -45,12 +46,9 @@ def tokenize_documents(tokenizer, texts: Iterable[str]) -> np.ndarray:
 
 def split_documents(doc_ids: list[str], eval_fraction: float, seed: int) -> np.ndarray:
     """Boolean mask of held-out documents, chosen by a seeded hash of the id (stable under reordering)."""
-    import hashlib
-
     if not 0 < eval_fraction < 1:
         raise ValueError(f"eval_fraction must be in (0, 1), got {eval_fraction}")
-    h = [int(hashlib.sha256(f"{seed}:{d}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF for d in doc_ids]
-    return np.asarray(h) < eval_fraction
+    return splits.held_out_mask(doc_ids, eval_fraction, seed)
 
 
 def save_token_streams(path: str | Path, **streams: np.ndarray) -> None:

@@ -12,6 +12,8 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
+from lmcal.calibration.metrics import HEADLINE, SCORE_LABELS
+
 PALETTE = sns.color_palette("colorblind")
 
 
@@ -22,7 +24,7 @@ def before_after(table: pd.DataFrame) -> Figure:
         raise ValueError("table: no main-grid rows")
     bases = list(dict.fromkeys(main.sort_values("n_params_non_embedding", na_position="last")["base"]))
     betas = sorted(main["label_smoothing"].unique())
-    metrics = ("ece", "rms_ce", "brier", "accuracy")
+    metrics = [m for m in HEADLINE if m != "accuracy"] + ["accuracy"]  # errors on top, accuracy last
     fig = Figure(figsize=(max(6.0, 1.1 * len(bases) * 2), 7.5))
     axes = fig.subplots(len(metrics), 1, sharex=True)
     width = 0.8 / (len(betas) + 1)
@@ -35,7 +37,7 @@ def before_after(table: pd.DataFrame) -> Figure:
             vals = [agg.loc[(b, beta), f"{metric}_after"] if (b, beta) in agg.index else np.nan for b in bases]
             ax.bar(x - 0.4 + (k + 1) * width, vals, width, align="edge", color=PALETTE[k % len(PALETTE)],
                    edgecolor="black", lw=0.5, label=f"SFT β={beta:g}")
-        ax.set_ylabel({"ece": "ECE", "rms_ce": "RMS-CE", "brier": "Brier", "accuracy": "accuracy"}[metric])
+        ax.set_ylabel(SCORE_LABELS[metric])
     axes[0].legend(ncol=len(betas) + 1, fontsize=8, frameon=False, loc="upper left")
     axes[-1].set_xticks(x, bases, rotation=30, ha="right", fontsize=8)
     axes[0].set_title("Calibration before and after SFT (mean over lr and seed)", fontsize=10)

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lmcal.calibration.metrics import HEADLINE, SCORES
 from lmcal.core.paths import fmt_num
 
 
@@ -26,8 +27,7 @@ def collect_metrics(pairs: list[tuple[str, str]], paths: list[str]) -> pd.DataFr
     rows = []
     for (model, ev), path in zip(pairs, paths):
         m = io.read_json(path)
-        rows.append({"model": model, "evalset": ev, **{k: m.get(k) for k in
-                     ("accuracy", "ece", "rms_ce", "brier", "nll", "mean_confidence", "n_items", "n_bins")}})
+        rows.append({"model": model, "evalset": ev, **{k: m.get(k) for k in (*SCORES, "n_items", "n_bins")}})
     return pd.DataFrame(rows)
 
 
@@ -51,7 +51,7 @@ def before_after_table(runs: list[dict], metrics: pd.DataFrame, infos: dict[str,
                    "n_params_non_embedding": base_info.get("n_params_non_embedding",
                                                            extra.get("base_n_params_non_embedding")),
                    "delta_star": extra.get("delta_star"), "gap_mean_after": extra.get("gap_mean_after")}
-            for k in ("accuracy", "ece", "rms_ce", "brier"):
+            for k in HEADLINE:
                 row[f"{k}_before"], row[f"{k}_after"] = float(before[k]), float(after[k])
             rows.append(row)
     df = pd.DataFrame(rows)

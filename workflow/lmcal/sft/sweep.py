@@ -27,7 +27,8 @@ def sft_config(run: dict) -> Any:
 
 
 def run_sft(base_dir: str | Path, conversations: pd.DataFrame, run: dict, out_dir: str | Path, *,
-            checkpoint_dir: str | Path | None = None, keep_checkpoint: bool = False,
+            checkpoint_dir: str | Path | None = None, fingerprint_inputs: dict | None = None,
+            keep_checkpoint: bool = False,
             progress: bool = True) -> tuple[Any, dict, dict]:
     """Fine-tune the model in ``base_dir`` as ``run`` says and save it (weights, tokenizer, model_info.json).
 
@@ -50,6 +51,7 @@ def run_sft(base_dir: str | Path, conversations: pd.DataFrame, run: dict, out_di
     probe = sft_data.collate(examples[:32], tok.pad_token_id)
     gap_before = sft.logit_gap_stats(model, probe)
     history = sft.train_sft(model, examples, cfg, pad_id=tok.pad_token_id, checkpoint_dir=checkpoint_dir,
+                            fingerprint_inputs=fingerprint_inputs,
                             progress=progress)
     gap_after = sft.logit_gap_stats(model, probe)
     vocab, hidden = int(model.config.vocab_size), int(model.config.hidden_size)

@@ -27,16 +27,15 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 
-from lmcal.core import io
 from lmcal.data.instructions import IGNORE_INDEX, collate
 from lmcal.losses.reference import apply_softcap
+from lmcal.models import checkpoint as ckpt_lib
+from lmcal.models.schedules import get_schedule
 
 LOSS_IMPLS = ("torch", "chunked", "triton", "auto")
 REDUCTIONS = ("mean", "sum")
-STATE_FILE = "trainer_state.json"
 
 
 def optimal_logit_gap(label_smoothing: float, vocab_size: int) -> float:
@@ -78,6 +77,7 @@ class SFTConfig:
     batch_size: int = 8  # examples per micro-batch
     grad_accum: int = 1  # micro-batches per optimizer step
     warmup_ratio: float = 0.03
+    lr_schedule: str = "linear"  # a name in lmcal.models.schedules.SCHEDULES
     weight_decay: float = 0.0
     max_grad_norm: float | None = None  # None: no clipping (open-instruct's default)
     reduce_loss: str = "mean"
@@ -108,6 +108,7 @@ class SFTConfig:
         if not 0.0 <= self.warmup_ratio < 1.0:
             raise ValueError(f"warmup_ratio: expected a value in [0, 1), got {self.warmup_ratio}")
         transform_logits(torch.zeros(1), self.temperature, self.softcap)  # validates both
+        get_schedule(self.lr_schedule)  # validates the name
         self.adam_betas = tuple(self.adam_betas)
 
 
@@ -192,13 +193,6 @@ def total_steps(n_examples: int, cfg: SFTConfig) -> int:
     return max(1, math.ceil(cfg.epochs * per_epoch))
 
 
-def lr_multiplier(step: int, steps: int, warmup_steps: int) -> float:
-    """Linear warmup to 1 over ``warmup_steps`` (no zero-LR first step), then linear decay towards 0."""
-    if step < warmup_steps:
-        return (step + 1) / warmup_steps
-    return max(0.0, (steps - step) / max(1, steps - warmup_steps))
-
-
 def step_examples(step: int, n_examples: int, per_step: int, seed: int) -> np.ndarray:
     """Example indices of optimizer step ``step``: consecutive slices of a seeded per-epoch permutation.
 
@@ -213,55 +207,16 @@ def step_examples(step: int, n_examples: int, per_step: int, seed: int) -> np.nd
 
 # ------------------------------------------------------------------------------------------- checkpoints
 
-
-def save_checkpoint(model, opt, step: int, history: dict, cfg: SFTConfig, ckpt_dir: str | Path) -> None:
-    """Model (save_pretrained, safetensors), optimizer tensors and RNG (safetensors), scalars (JSON); atomic."""
-    names = {id(p): n for n, p in model.named_parameters()}
-    tensors = {"rng/torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        tensors.update({f"rng/cuda{i}": t for i, t in enumerate(torch.cuda.get_rng_state_all())})
-    groups = []
-    for gi, group in enumerate(opt.param_groups):
-        groups.append({k: (list(v) if isinstance(v, tuple) else v) for k, v in group.items() if k != "params"})
-        for p in group["params"]:
-            for k, v in opt.state.get(p, {}).items():
-                if not torch.is_tensor(v):
-                    raise TypeError(f"optimizer state {k!r} is not a tensor; cannot store it in safetensors")
-                tensors[f"opt/{names[id(p)]}/{k}"] = v.detach().clone().contiguous()
-    with io.atomic_dir(ckpt_dir) as tmp:
-        model.save_pretrained(Path(tmp) / "model", safe_serialization=True)
-        save_file(tensors, str(Path(tmp) / "optimizer.safetensors"))
-        io.write_json({"step": step, "param_groups": groups, "history": history, "config": asdict(cfg)},
-                      Path(tmp) / STATE_FILE)
+# Settings that do not change the result, so changing them keeps a checkpoint valid.
+NOT_FINGERPRINTED = ("checkpoint_every",)
 
 
-def load_checkpoint(model, opt, ckpt_dir: str | Path) -> tuple[int, dict]:
-    """Restore weights, optimizer state and RNG from ``ckpt_dir`` into ``model``/``opt``; return (step, history)."""
-    ckpt_dir = Path(ckpt_dir)
-    state = io.read_json(ckpt_dir / STATE_FILE)
-    weights: dict[str, torch.Tensor] = {}
-    for f in sorted((ckpt_dir / "model").glob("*.safetensors")):
-        weights.update(load_file(str(f)))
-    missing, unexpected = model.load_state_dict(weights, strict=False)
-    params = dict(model.named_parameters(remove_duplicate=False))
-    loaded = {id(params[k]) for k in weights if k in params}
-    untied = [k for k in missing if k in params and id(params[k]) not in loaded]
-    if untied or unexpected:
-        raise ValueError(f"checkpoint {ckpt_dir}: missing {untied[:5]}, unexpected {list(unexpected)[:5]}")
-    tensors = load_file(str(ckpt_dir / "optimizer.safetensors"))
-    names = {id(p): n for n, p in model.named_parameters()}
-    for group, saved in zip(opt.param_groups, state["param_groups"]):
-        group.update({k: (tuple(v) if k == "betas" else v) for k, v in saved.items()})
-        for p in group["params"]:
-            prefix = f"opt/{names[id(p)]}/"
-            entries = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
-            if entries:
-                opt.state[p] = entries
-    torch.set_rng_state(tensors["rng/torch"])
-    cuda = [tensors[k] for k in sorted((k for k in tensors if k.startswith("rng/cuda")), key=lambda k: int(k[8:]))]
-    if cuda and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(cuda)
-    return int(state["step"]), state["history"]
+def checkpoint_spec(model, examples: Sequence[dict], cfg: SFTConfig, pad_id: int, inputs: dict | None) -> dict:
+    """What a train_sft checkpoint must agree on to be resumed: settings, the base model (config and weights),
+    the encoded examples, the pad id, and the caller's ``inputs``."""
+    settings = {k: v for k, v in asdict(cfg).items() if k not in NOT_FINGERPRINTED}
+    return {"trainer": "lmcal.sft.train.train_sft", "settings": settings, "model": ckpt_lib.model_spec(model),
+            "data": {"examples": ckpt_lib.examples_digest(examples), "pad_id": pad_id}, "inputs": inputs or {}}
 
 
 # ------------------------------------------------------------------------------------------------ training
@@ -277,13 +232,15 @@ def make_optimizer(model, cfg: SFTConfig) -> torch.optim.AdamW:
 
 
 def train_sft(model, examples: Sequence[dict], cfg: SFTConfig, *, pad_id: int,
-              checkpoint_dir: str | Path | None = None,
+              checkpoint_dir: str | Path | None = None, fingerprint_inputs: dict | None = None,
               on_step: Callable[[int, dict], None] | None = None, progress: bool = True) -> dict:
     """Fine-tune ``model`` in place on encoded ``examples`` ({"input_ids", "labels"}); resumable.
 
     With ``checkpoint_dir`` and ``cfg.checkpoint_every``, a checkpoint is written every ``checkpoint_every`` steps
-    and at the end, and a call that finds one continues from it (same batches, schedule, optimizer state and RNG), so a killed job
-    resumes to the same final weights. ``on_step(step, record)`` runs after each optimizer step.
+    and at the end, and a call that finds one written under the same settings, base weights, examples and
+    ``fingerprint_inputs`` continues from it (same batches, schedule, optimizer state and RNG), so a killed job
+    resumes to the same final weights; a checkpoint written otherwise is deleted and training starts over.
+    ``on_step(step, record)`` runs after each optimizer step.
     Returns the history: per step ``loss`` (mean nats per response token, before any ×T), ``lr``,
     ``grad_norm``, ``tokens``; plus ``tokens_per_s`` and ``steps``.
     """
@@ -297,9 +254,15 @@ def train_sft(model, examples: Sequence[dict], cfg: SFTConfig, *, pad_id: int,
     opt = make_optimizer(model, cfg)
     history: dict[str, list] = {"step": [], "loss": [], "lr": [], "grad_norm": [], "tokens": []}
     start = 0
-    ckpt = Path(checkpoint_dir) if checkpoint_dir else None
-    if ckpt is not None and (ckpt / STATE_FILE).exists():
-        start, history = load_checkpoint(model, opt, ckpt)
+    lr_at = get_schedule(cfg.lr_schedule)
+    # No checkpoint_every: no checkpoints at all (a 135M model's weights + Adam state are 1.6 GB per write).
+    checkpointer = None
+    if checkpoint_dir is not None and cfg.checkpoint_every:
+        spec = checkpoint_spec(model, examples, cfg, pad_id, fingerprint_inputs)
+        checkpointer = ckpt_lib.Checkpointer(checkpoint_dir, spec)
+        restored = checkpointer.restore(model, opt)
+        if restored is not None:
+            start, history = restored
     model.train()
     t0, seen = time.perf_counter(), 0
     for step in tqdm(range(start, steps), desc="sft", disable=not progress, initial=start, total=steps):
@@ -307,7 +270,7 @@ def train_sft(model, examples: Sequence[dict], cfg: SFTConfig, *, pad_id: int,
         micro = [_to(collate([examples[i] for i in idx[k : k + cfg.batch_size]], pad_id), device)
                  for k in range(0, len(idx), cfg.batch_size)]
         n_step = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in micro)
-        lr = cfg.lr * lr_multiplier(step, steps, warmup)
+        lr = lr_at(step, steps, cfg.lr, warmup)
         for g in opt.param_groups:
             g["lr"] = lr
         opt.zero_grad(set_to_none=True)
@@ -330,9 +293,8 @@ def train_sft(model, examples: Sequence[dict], cfg: SFTConfig, *, pad_id: int,
         for k in ("step", "loss", "lr", "grad_norm", "tokens"):
             history[k].append(record[k])
         last = step + 1 == steps
-        # No checkpoint_every: no checkpoints at all (a 135M model's weights + Adam state are 1.6 GB per write).
-        if ckpt is not None and cfg.checkpoint_every and (last or (step + 1) % cfg.checkpoint_every == 0):
-            save_checkpoint(model, opt, step + 1, history, cfg, ckpt)
+        if checkpointer is not None and (last or (step + 1) % cfg.checkpoint_every == 0):
+            checkpointer.save(model, opt, step + 1, history)
         if on_step is not None:
             on_step(step + 1, record)
     elapsed = time.perf_counter() - t0

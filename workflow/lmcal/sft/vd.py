@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-METRICS = ("accuracy", "ece", "rms_ce", "brier", "nll", "mean_confidence")
+from lmcal.calibration.metrics import SCORES as METRICS  # a cell reports every calibration metric
 
 
 def cells(vocab_sizes: Sequence[int], hidden_sizes: Sequence[int]) -> list[tuple[int, int]]:
@@ -51,26 +51,32 @@ def evaluate(model, tokenizer, items: pd.DataFrame, settings: dict) -> tuple[dic
 
 
 def pretrain(tokenizer, streams: dict[str, np.ndarray], hidden: int, arch: dict, train: dict, seed: int,
-             checkpoint_dir: str | Path | None = None):
-    """A tiny Llama (``lmcal.ladder.build_llama``) pretrained with ``lmcal.ladder.train_lm``; (model, history)."""
-    from lmcal.models import llama as ladder
+             checkpoint_dir: str | Path | None = None, fingerprint_inputs: dict | None = None):
+    """A tiny Llama (``lmcal.models.llama.build_llama``) pretrained with ``train_lm``; (model, history).
 
-    model = ladder.build_llama(len(tokenizer), hidden, int(arch["layers"]), int(arch["heads"]),
-                               max_position=max(512, int(train["seq_len"])), seed=seed,
-                               eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    Its checkpoint resumes only under the same settings, streams, tokenizer and ``fingerprint_inputs``."""
+    from lmcal.models import llama
+    from lmcal.models.checkpoint import tokenizer_digest
+
+    model = llama.build_llama({**arch, "hidden": hidden}, vocab_size=len(tokenizer),
+                              max_position=max(512, int(train["seq_len"])), seed=seed,
+                              eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     steps = int(train["steps"])
-    history = ladder.train_lm(model, streams["train"], steps=steps, batch_size=int(train["batch_size"]),
-                              seq_len=int(train["seq_len"]), lr=float(train["lr"]),
-                              warmup_steps=int(train["warmup_steps"]), seed=seed, eval_ids=streams["eval"],
-                              eval_every=steps, eval_tokens=int(train.get("eval_tokens", 16384)),
-                              checkpoint_dir=checkpoint_dir, checkpoint_every=max(1, steps // 4), progress=True)
+    history = llama.train_lm(model, streams["train"], steps=steps, batch_size=int(train["batch_size"]),
+                             seq_len=int(train["seq_len"]), lr=float(train["lr"]),
+                             warmup_steps=int(train["warmup_steps"]), schedule="cosine", seed=seed,
+                             eval_ids=streams["eval"], eval_every=steps,
+                             eval_tokens=int(train.get("eval_tokens", 16384)), checkpoint_dir=checkpoint_dir,
+                             checkpoint_every=max(1, steps // 4),
+                             fingerprint_inputs={"tokenizer": tokenizer_digest(tokenizer),
+                                                 **(fingerprint_inputs or {})}, progress=True)
     return model, history
 
 
 def run_cell(tokenizer, streams: dict[str, np.ndarray], conversations: pd.DataFrame, items: pd.DataFrame, *,
              hidden: int, arch: dict, pretrain_cfg: dict, run: dict, label_smoothing: Sequence[float],
-             eval_settings: dict, seed: int, checkpoint_dir: str | Path | None = None
-             ) -> tuple[pd.DataFrame, pd.DataFrame]:
+             eval_settings: dict, seed: int, checkpoint_dir: str | Path | None = None,
+             fingerprint_inputs: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Pretrain one (V, D) model, then evaluate it and its SFT at each β.
 
     ``run`` is an SFT run dict (``lmcal.sft_sweep``: lr, train settings, plain_template, max_length).
@@ -85,7 +91,7 @@ def run_cell(tokenizer, streams: dict[str, np.ndarray], conversations: pd.DataFr
 
     ckpt = Path(checkpoint_dir) if checkpoint_dir else None
     base, hist = pretrain(tokenizer, streams, hidden, arch, pretrain_cfg, seed,
-                          ckpt / "pretrain" if ckpt else None)
+                          ckpt / "pretrain" if ckpt else None, fingerprint_inputs)
     vocab = int(base.config.vocab_size)
     total, non_emb = models.count_parameters(base)
     common = {"vocab_size": vocab, "hidden_size": hidden, "v_over_d": vocab / hidden, "n_params": total,
@@ -111,7 +117,8 @@ def run_cell(tokenizer, streams: dict[str, np.ndarray], conversations: pd.DataFr
         model = copy.deepcopy(base)
         cfg = sweep.sft_config({**run, "label_smoothing": float(beta), "seed": seed})
         h = sft.train_sft(model, examples, cfg, pad_id=tokenizer.pad_token_id,
-                          checkpoint_dir=ckpt / f"sft-b{paths.fmt_num(beta)}" if ckpt else None)
+                          checkpoint_dir=ckpt / f"sft-b{paths.fmt_num(beta)}" if ckpt else None,
+                          fingerprint_inputs=fingerprint_inputs)
         record(model, "sft", float(beta), {"sft_final_loss": h["loss"][-1], "sft_steps": h["steps"]})
     return pd.DataFrame(rows), pd.concat(tables, ignore_index=True)
 

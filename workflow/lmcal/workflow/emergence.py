@@ -10,11 +10,11 @@ from pathlib import Path
 def rungs(cfg: dict) -> list[tuple[str, int]]:
     """(size, seed) of every rung: every size with seeds[0], the ``seeded_sizes`` smallest with every seed.
 
-    Sizes are ordered by hidden_size² · n_layers, a proxy of their parameter count (the measured count is
+    Sizes are ordered by hidden² · layers, a proxy of their parameter count (the measured count is
     what every analysis uses).
     """
     sizes = sorted(
-        cfg["sizes"], key=lambda s: cfg["sizes"][s]["hidden_size"] ** 2 * cfg["sizes"][s]["n_layers"]
+        cfg["sizes"], key=lambda s: cfg["sizes"][s]["hidden"] ** 2 * cfg["sizes"][s]["layers"]
     )
     seeds = [int(s) for s in cfg["seeds"]]
     if not sizes or not seeds:

@@ -51,14 +51,14 @@ def recipe_for(sft_cfg: dict, model: str) -> dict:
 
 
 def base_models(config: dict) -> list[str]:
-    """``sft.models`` plus the ladder models named by ``sft.ladder_sizes`` (null: every ladder size)."""
+    """``sft.models`` plus the ladder models named by ``sft.ladder.sizes`` (null: every ladder size)."""
     sft_cfg = config["sft"]
-    sizes = sft_cfg.get("ladder_sizes")
+    sizes = sft_cfg.get("ladder", {}).get("sizes")
     all_sizes = list(config.get("ladder", {}).get("sizes", {}))
     sizes = all_sizes if sizes is None else list(sizes)
     unknown = [s for s in sizes if s not in all_sizes]
     if unknown:
-        raise ValueError(f"sft.ladder_sizes: unknown ladder size {unknown[0]!r} (known: {all_sizes})")
+        raise ValueError(f"sft.ladder.sizes: unknown ladder size {unknown[0]!r} (known: {all_sizes})")
     out = list(sft_cfg.get("models", [])) + [f"ladder-{s}" for s in sizes]
     return list(dict.fromkeys(out))
 
@@ -162,14 +162,14 @@ def data_spec(config: dict) -> Callable[[Any], dict]:
     """Snakemake params function: wildcards (data) → the data spec with its evaluation split filled in.
 
     Country data takes the evaluation set's ``eval_fraction``/``split_seed``/``fields`` so SFT facts come from
-    the other side of the split; arithmetic data takes its operand range and operations (overriding the data's
+    the other side of the split; arithmetic data takes its operand range and operators (overriding the data's
     own), and the rule excludes the evaluation's questions.
     """
     def lookup(wildcards) -> dict:
         spec = dict(config["sft"]["instruction_data"][wildcards.data])
         ev = config.get("calibration", {}).get("evalsets", {}).get(spec.get("evalset") or "", {})
         keys = {"countries": ("eval_fraction", "split_seed", "fields"),
-                "arithmetic": ("max_operand", "operations")}.get(spec["kind"], ())
+                "arithmetic": ("max_operand", "ops")}.get(spec["kind"], ())
         for k in keys:  # the evaluation's values win: the data must come from the same distribution / split
             if k in ev:
                 spec[k] = ev[k]
@@ -204,10 +204,10 @@ def history_targets(config: dict) -> list[str]:
 
 
 def threads_of(config: dict) -> Callable[..., int]:
-    """Snakemake threads function: tiny ladder models get ``sft.ladder_threads``, others ``sft.threads``."""
+    """Snakemake threads function: tiny ladder models get ``sft.ladder.threads``, others ``sft.threads``."""
     def threads(wildcards) -> int:
         small = wildcards.base.startswith("ladder-")
-        return int(config["sft"]["ladder_threads"] if small else config["sft"]["threads"])
+        return int(config["sft"]["ladder"]["threads"] if small else config["sft"]["threads"])
 
     return threads
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import pandas as pd
 
+from lmcal.data.arithmetic import OP_NAMES
 from lmcal.data.evalsets.schema import KINDS, subsample
 from lmcal.data.evalsets.synthetic import (
     DEFAULT_FIELDS,
@@ -36,7 +37,7 @@ def build_evalset(spec: dict[str, Any]) -> pd.DataFrame:
     if kind == "arithmetic":
         return arithmetic_evalset(
             n_items=int(n_items or 150), n_choices=int(spec.get("n_choices", 4)), seed=seed,
-            max_operand=int(spec.get("max_operand", 99)), operations=tuple(spec.get("operations", "+-*")),
+            max_operand=int(spec.get("max_operand", 99)), ops=spec.get("ops", OP_NAMES),
         )
     source = spec.get("path") or spec.get("hub_id")
     if not source:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import functools
 import glob
-import hashlib
 import json
 import re
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from lmcal.data import arithmetic, splits
 from lmcal.data.evalsets.schema import SCHEMA, check_items
 
 FACT_FIELDS = ("capital", "region", "subregion", "currency", "language", "demonym")
@@ -31,7 +31,6 @@ DEFAULT_FIELDS = ("capital", "region", "currency", "language", "demonym")
 # ISO 4217 fund codes and units of account (Swiss WIR, Chilean UF, ...): listed per country but not money in
 # circulation, so never the answer to "what is the currency of".
 FUND_CODES = frozenset({"BOV", "CHE", "CHW", "CLF", "COU", "MXV", "USN", "USS", "UYI", "UYW", "XSU", "XUA"})
-OPERATION_NAMES = {"+": "addition", "-": "subtraction", "*": "multiplication"}
 
 # Several phrasings per field; a fact's phrasing is drawn with the seed so instruction data is not monotone.
 QUESTION_TEMPLATES: dict[str, tuple[str, ...]] = {
@@ -121,11 +120,6 @@ def country_facts(seed: int = 0, fields: Sequence[str] = DEFAULT_FIELDS) -> pd.D
     return pd.DataFrame(rows)
 
 
-def _unit_hash(text: str) -> float:
-    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2.0**64
-
-
 def is_eval_country(country: str, eval_fraction: float, seed: int = 0) -> bool:
     """Whether ``country`` belongs to the evaluation side of the split.
 
@@ -134,7 +128,8 @@ def is_eval_country(country: str, eval_fraction: float, seed: int = 0) -> bool:
     """
     if not 0.0 <= eval_fraction <= 1.0:
         raise ValueError(f"eval_fraction: expected a value in [0, 1], got {eval_fraction}")
-    return _unit_hash(f"{seed}\x00{country}") < eval_fraction
+    # BLAKE2b of "seed NUL country", as before the splits were merged: the default country split does not move.
+    return splits.is_held_out(f"{seed}\x00{country}", eval_fraction, digest="blake2b")
 
 
 def split_facts(
@@ -230,11 +225,12 @@ def arithmetic_evalset(
     n_choices: int = 4,
     seed: int = 0,
     max_operand: int = 99,
-    operations: Sequence[str] = ("+", "-", "*"),
+    ops: Sequence[str] = arithmetic.OP_NAMES,
 ) -> pd.DataFrame:
     """Seeded "What is a op b?" items with near-miss distractors (±1, ±2, ±10, wrong operation, ...).
 
-    ``category`` names the operation (addition, subtraction, multiplication).
+    Operands are uniform in 1..max_operand, ``ops`` names the operators (``add``, ``sub``, ``mul``) drawn
+    uniformly, subtraction is ordered to stay non-negative; ``category`` names the operation (addition, ...).
     """
     if n_items < 1:
         raise ValueError(f"n_items: expected >= 1, got {n_items}")
@@ -242,20 +238,14 @@ def arithmetic_evalset(
         raise ValueError(f"n_choices: expected 2..8, got {n_choices}")
     if max_operand < 2:
         raise ValueError(f"max_operand: expected >= 2, got {max_operand}")
-    bad = [op for op in operations if op not in ("+", "-", "*")]
-    if bad or not operations:
-        raise ValueError(f"operations: expected a non-empty subset of ['+', '-', '*'], got {list(operations)}")
-    apply = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b}
+    ops = arithmetic.check_ops(ops)
     rng = np.random.default_rng(seed)
     rows = []
     for i in range(n_items):
-        op = operations[int(rng.integers(len(operations)))]
-        a, b = (int(x) for x in rng.integers(1, max_operand + 1, size=2))
-        if op == "-" and b > a:
-            a, b = b, a  # keep answers non-negative
-        answer = apply[op](a, b)
+        op, a, b = arithmetic.draw_problem(rng, ops, 1, max_operand + 1)
+        answer = arithmetic.apply_op(op, a, b)
         near = {answer + d for d in (-20, -10, -3, -2, -1, 1, 2, 3, 10, 20)}
-        near |= {apply[o](a, b) for o in ("+", "-", "*")}
+        near |= {o.apply(a, b) for o in arithmetic.OPS.values()}  # the wrong operation is a tempting miss
         candidates = sorted(v for v in near if v >= 0 and v != answer)
         distractors = [candidates[j] for j in rng.choice(len(candidates), n_choices - 1, replace=False)]
         gold = int(rng.integers(n_choices))
@@ -263,11 +253,11 @@ def arithmetic_evalset(
         rows.append(
             {
                 "item_id": f"arithmetic:{seed}:{i}",
-                "question": f"What is {a} {op} {b}?",
+                "question": arithmetic.symbol_question(op, a, b),
                 "choices": choices,
                 "gold": gold,
                 "source": "arithmetic",
-                "category": OPERATION_NAMES[op],
+                "category": arithmetic.OPS[op].noun,
             }
         )
     return check_items(pd.DataFrame(rows, columns=list(SCHEMA)))
