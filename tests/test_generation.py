@@ -1,4 +1,4 @@
-"""KV-cache sampler: exact entropies, ragged EOS, determinism and crash-resume (lmcal.generation)."""
+"""KV-cache sampler: exact entropies, ragged EOS, determinism and crash-resume (lmcal.lm.sampling)."""
 
 import math
 

@@ -1,4 +1,4 @@
-"""Document selection, prompt construction and spec §3 dataset preparation (lmcal.protocol)."""
+"""Document selection, prompt construction and spec §3 dataset preparation (lmcal.entropy.protocol, lmcal.data.corpora)."""
 
 import json
 

@@ -1,4 +1,4 @@
-"""Decoding transforms against hand-computed distributions (lmcal.transforms)."""
+"""Decoding transforms against hand-computed distributions (lmcal.lm.decode)."""
 
 import math
 

@@ -1,7 +1,7 @@
 """Benchmark label-smoothed linear cross-entropy: naive, torch.compile, chunked, Triton, Liger, CCE (fwd+bwd).
 
 Standalone:  python workflow/scripts/benchmark_losses.py --device cuda --sizes 576x49152,2304x256000 --out DIR
-As rule benchmark_losses it takes params.settings and logs the table and ratios to MLflow via lmcal.tracking.
+As rule benchmark_losses it takes params.settings and logs the table and ratios to MLflow via lmcal.core.tracking.
 Writes benchmark.parquet (one row per size x method) and summary.json (ratios vs naive and vs Liger).
 """
 

@@ -2,7 +2,7 @@
 
 Inputs are ``lmcal.calibration.reliability_table`` frames (columns bin, lower, upper, count, confidence,
 accuracy). Figures are built on ``matplotlib.figure.Figure`` (Agg, no pyplot state to leak); save them with
-``lmcal.io.save_figure``.
+``lmcal.core.io.save_figure``.
 """
 
 from __future__ import annotations

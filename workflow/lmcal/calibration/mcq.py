@@ -182,7 +182,7 @@ def evaluate_calibration(
 ) -> tuple[pd.DataFrame, dict, pd.DataFrame]:
     """Score ``items`` and measure calibration: ``(scored items, metrics, reliability table)``.
 
-    ``metrics`` holds ``lmcal.calibration.calibration_metrics`` plus the settings that produced it
+    ``metrics`` holds ``lmcal.calibration.metrics.calibration_metrics`` plus the settings that produced it
     (method, normalization, chat, template) and per-category accuracy under ``accuracy_by_category``.
     """
     from lmcal.calibration import metrics as calibration

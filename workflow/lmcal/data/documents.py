@@ -136,7 +136,7 @@ def _iter_rows(ds, text_field: str, id_field: str | None, prefix: str) -> Iterat
 
 def iter_prepared(spec: dict[str, Any]) -> Iterator[dict]:
     """Hub or local rows in a paper dataset's own schema through its spec §3 preparation
-    (``lmcal.protocol``: WikiText-103 documents, WritingPrompts story + instruction, CodeContests solution +
+    (``lmcal.data.corpora``: WikiText-103 documents, WritingPrompts story + instruction, CodeContests solution +
     problem statement); the instruction lands in a ``context`` column that the prompt protocol reads."""
     from lmcal.data import corpora as protocol
 

@@ -5,7 +5,7 @@ A conversation is a list of ``{"role": "system"|"user"|"assistant", "content": s
 
 Sources:
 - offline, templated from facts the evaluation never asks about: country facts from the SFT side of
-  ``lmcal.evalsets.split_facts`` and seeded arithmetic with the evaluation's questions excluded;
+  ``lmcal.data.evalsets.synthetic.split_facts`` and seeded arithmetic with the evaluation's questions excluded;
 - hub or local instruction sets in three formats: ``messages`` (allenai/tulu-3-sft-mixture), ``alpaca``
   (``instruction``/``input``/``output``, e.g. arazd/tulu_stanford_alpaca) and ``conversations``
   (ShareGPT ``from``/``value`` turns, teknium/OpenHermes-2.5), read with ``datasets.load_dataset``.
@@ -165,7 +165,7 @@ def country_fact_conversations(eval_fraction: float = 0.5, split_seed: int = 0,
                                max_examples: int | None = None, seed: int = 0) -> pd.DataFrame:
     """Q/A conversations from the SFT side of the country-fact split (no evaluation country appears).
 
-    Each phrasing seed gives every SFT fact one more question wording (``lmcal.evalsets.country_facts``); the
+    Each phrasing seed gives every SFT fact one more question wording (``lmcal.data.evalsets.synthetic.country_facts``); the
     answer is the fact's primary answer, exactly the string the evaluation offers as a choice.
     """
     from lmcal.data.evalsets import synthetic as evalsets

@@ -15,7 +15,7 @@ PAD, EOS, UNK = "<|pad|>", "<|endoftext|>", "<|unk|>"
 def build_char_tokenizer(charset: str | None = None):
     """PreTrainedTokenizerFast with ids 0..2 = PAD, EOS, UNK and then one id per character of ``charset``.
 
-    ``charset`` defaults to ``lmcal.tasks.task_charset()``; characters outside it map to UNK.
+    ``charset`` defaults to ``lmcal.emergence.tasks.task_charset()``; characters outside it map to UNK.
     """
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
     from transformers import PreTrainedTokenizerFast

@@ -1,7 +1,7 @@
 """Figures of the emergence study (spec §5: F1–F7, F11, F12), seaborn/matplotlib on the Agg backend.
 
 Each function takes the study's tables (``lmcal.emergence.report``) and returns a Figure; the caller saves it
-with ``lmcal.io.save_figure``. x = measured non-embedding parameters N.
+with ``lmcal.core.io.save_figure``. x = measured non-embedding parameters N.
 """
 
 from __future__ import annotations

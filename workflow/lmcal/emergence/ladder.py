@@ -1,6 +1,6 @@
 """The task ladder: tiny Llamas trained on the synthetic task mixture, with snapshots as extra ladder points.
 
-Training itself is the foundation's ``lmcal.ladder.train_lm`` (resumable); this module only builds the
+Training itself is the shared ``lmcal.models.llama.train_lm`` (resumable); this module only builds the
 models, the character-level token streams and the model directory layout::
 
     results/emergence/models/size~{size}/seed~{seed}/          final weights, tokenizer, model_info.json,
@@ -55,7 +55,7 @@ class TrainSettings:
 
 
 def token_stream(tokenizer, texts) -> np.ndarray:
-    """Documents → one int32 stream, EOS after each document (``lmcal.ladder.tokenize_documents``)."""
+    """Documents → one int32 stream, EOS after each document (``lmcal.models.tokenizers.tokenize_documents``)."""
     from lmcal.models.tokenizers import tokenize_documents
 
     return tokenize_documents(tokenizer, list(texts))
@@ -82,7 +82,7 @@ def train_rung(
 ) -> dict:
     """Train one (size, seed) rung and write its model directory; returns the training history.
 
-    The history (``lmcal.ladder.train_lm``) gains ``snapshots``: {step: held-out CE in nats/char} for each
+    The history (``lmcal.models.llama.train_lm``) gains ``snapshots``: {step: held-out CE in nats/char} for each
     snapshot and the final model, measured on the whole held-out stream prefix train_lm evaluates.
     """
     from transformers.utils import logging as hf_logging

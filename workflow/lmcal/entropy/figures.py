@@ -1,7 +1,7 @@
 """Figures 1–4 of the entropy-calibration study (spec §8), redrawn with seaborn on the Agg backend.
 
 Each function takes the study's tables and returns a matplotlib Figure; the caller saves it with
-``lmcal.io.save_figure`` (and logs it to MLflow). Sizes are real parameter counts (``size_key``), never nominal.
+``lmcal.core.io.save_figure`` (and logs it to MLflow). Sizes are real parameter counts (``size_key``), never nominal.
 """
 
 from __future__ import annotations

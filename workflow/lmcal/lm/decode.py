@@ -1,6 +1,6 @@
 """Decoding transforms: the exact next-token distribution a sampler draws from.
 
-One definition serves both sampling (`lmcal.generation`) and teacher-forced scoring (`lmcal.scoring`), so the
+One definition serves both sampling (`lmcal.lm.sampling`) and teacher-forced scoring (`lmcal.lm.scoring`), so the
 entropy of a generated step and the log loss of a human token are measured under the same distribution.
 
 Order of operations (spec entropy-calibration §2, reference `HFModel.compute_logprobs`):

@@ -8,7 +8,7 @@ For a prompt ``x`` and human continuation ``y_0..y_{n-1}``, position ``t`` repor
 * ``entropy[t] = H(p_tau)`` (nats), the full-vocabulary entropy at that prefix;
 * ``outside_kept[t]``: ``y_t`` lies outside the truncated kept set (then ``logloss[t] = inf``);
 * ``logloss_finite[t]``: log loss under the mixture ``(1 - eps) p_tau + eps p_temp``, where ``p_temp`` is the
-  same temperature without truncation (`lmcal.transforms.mixture_logloss`); equals ``logloss`` when nothing is
+  same temperature without truncation (`lmcal.lm.decode.mixture_logloss`); equals ``logloss`` when nothing is
   truncated;
 * ``is_argmax[t]``: ``y_t`` is a most likely token (used by the lm-eval style ``is_greedy``).
 

@@ -211,6 +211,18 @@ class Checkpointer:
             f.unlink(missing_ok=True)
 
 
+def open_checkpoint(directory: str | Path | None, spec: dict, model, opt,
+                    history: dict) -> tuple[Checkpointer | None, int, dict]:
+    """(checkpointer, first step, history) for a trainer: resumed from ``directory`` when its checkpoint was
+    written under ``spec``'s fingerprint, else step 0 and the given empty ``history``. No directory: no
+    checkpointing at all (checkpointer None)."""
+    if directory is None:
+        return None, 0, history
+    checkpointer = Checkpointer(directory, spec)
+    restored = checkpointer.restore(model, opt)
+    return (checkpointer, 0, history) if restored is None else (checkpointer, *restored)
+
+
 def _param_names(model) -> dict[int, str]:
     return {id(p): n for n, p in model.named_parameters()}
 

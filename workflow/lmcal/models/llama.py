@@ -104,8 +104,7 @@ def train_lm(model, train_ids: np.ndarray, *, steps: int, batch_size: int, seq_l
         lr=lr, betas=betas,
     )
     history: dict[str, list] = {"step": [], "train_loss": [], "lr": [], "eval_step": [], "eval_loss": []}
-    start = 0
-    checkpointer = None
+    spec = None
     if checkpoint_dir is not None:
         settings = dict(steps=steps, batch_size=batch_size, seq_len=seq_len, lr=lr, warmup_steps=warmup_steps,
                         schedule=schedule, seed=seed, weight_decay=weight_decay, grad_clip=grad_clip, betas=betas,
@@ -113,10 +112,7 @@ def train_lm(model, train_ids: np.ndarray, *, steps: int, batch_size: int, seq_l
         spec = {"trainer": "lmcal.models.llama.train_lm", "settings": settings, "model": ckpt_lib.model_spec(model),
                 "data": {"train_ids": ckpt_lib.array_digest(train_ids), "eval_ids": ckpt_lib.array_digest(eval_ids)},
                 "inputs": fingerprint_inputs or {}}
-        checkpointer = ckpt_lib.Checkpointer(checkpoint_dir, spec)
-        restored = checkpointer.restore(model, opt)
-        if restored is not None:
-            start, history = restored
+    checkpointer, start, history = ckpt_lib.open_checkpoint(checkpoint_dir, spec, model, opt, history)
     model.train()
     t0, tokens = time.perf_counter(), 0
     high = len(train_ids) - seq_len - 1

@@ -1,6 +1,6 @@
 """Scaling-law figures (spec §5): F1 loss scaling, F7 backtest, F8 corner plot of the bootstrap draws.
 
-Each function returns a matplotlib Figure; save it with ``lmcal.io.save_figure`` (Agg backend, no display).
+Each function returns a matplotlib Figure; save it with ``lmcal.core.io.save_figure`` (Agg backend, no display).
 """
 
 from __future__ import annotations

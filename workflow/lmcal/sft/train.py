@@ -253,16 +253,12 @@ def train_sft(model, examples: Sequence[dict], cfg: SFTConfig, *, pad_id: int,
     per_step = cfg.batch_size * cfg.grad_accum
     opt = make_optimizer(model, cfg)
     history: dict[str, list] = {"step": [], "loss": [], "lr": [], "grad_norm": [], "tokens": []}
-    start = 0
     lr_at = get_schedule(cfg.lr_schedule)
     # No checkpoint_every: no checkpoints at all (a 135M model's weights + Adam state are 1.6 GB per write).
-    checkpointer = None
-    if checkpoint_dir is not None and cfg.checkpoint_every:
-        spec = checkpoint_spec(model, examples, cfg, pad_id, fingerprint_inputs)
-        checkpointer = ckpt_lib.Checkpointer(checkpoint_dir, spec)
-        restored = checkpointer.restore(model, opt)
-        if restored is not None:
-            start, history = restored
+    use_ckpt = checkpoint_dir is not None and bool(cfg.checkpoint_every)
+    spec = checkpoint_spec(model, examples, cfg, pad_id, fingerprint_inputs) if use_ckpt else None
+    checkpointer, start, history = ckpt_lib.open_checkpoint(checkpoint_dir if use_ckpt else None, spec, model, opt,
+                                                            history)
     model.train()
     t0, seen = time.perf_counter(), 0
     for step in tqdm(range(start, steps), desc="sft", disable=not progress, initial=start, total=steps):

@@ -7,7 +7,7 @@ arithmetic operation, MMLU subject, HellaSwag activity).
 Offline sets: real-world facts from the ``countryinfo`` package (capital, region, subregion, currency, language,
 demonym; currency and language codes named in English with ``babel``) and seeded arithmetic. Facts are split into
 instruction-tuning and evaluation facts by country (``split_facts``), so no country's facts appear on both sides.
-Hub sets (MMLU, HellaSwag, ARC) are converted by ``lmcal.hub_evalsets``.
+Hub sets (MMLU, HellaSwag, ARC) are converted by ``lmcal.data.evalsets.hub``.
 """
 
 from __future__ import annotations
