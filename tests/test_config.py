@@ -102,6 +102,7 @@ def test_old_spelling_in_an_omitted_section_or_a_paper_config_is_caught_too():
     # the new spelling of the same size passes and keeps its values
     new = copy.deepcopy(default())
     new["emergence"]["sizes"] = {"r01": {"hidden": 16, "layers": 1, "heads": 2}}
+    new["emergence"]["analysis"]["n_holdout"] = 0  # one size: holding any out leaves nothing to fit (an error)
     assert config.validate_config(new)["emergence"]["sizes"] == {"r01": {"hidden": 16, "layers": 1, "heads": 2}}
 
 
@@ -119,4 +120,27 @@ def test_new_spellings_validate_and_keep_the_default_values():
 
 def test_final_targets_follow_studies():
     assert config.final_targets({"studies": ["ladder", "sft"]}) == ["results/ladder/summary.json",
-                                                                     "results/sft/summary.json"]
+                                                                     "results/sft/summary.json",
+                                                                     "results/report/results.md"]
+    # the README results section needs a study with claim records; the ladder and losses have none
+    assert config.final_targets({"studies": ["ladder", "losses"]}) == ["results/ladder/summary.json",
+                                                                       "results/losses/summary.json"]
+    assert config.claim_studies({"studies": ["emergence", "ladder", "entropy"]}) == ["entropy", "emergence"]
+
+
+def test_default_and_paper_configs_pass_the_reference_checks_with_model_granularity_by_default():
+    c = config.validate_config(default())
+    assert c["entropy"]["granularity"] == "model" and c["entropy"]["shard_samples"] is None
+    for path in sorted((REPO / "config" / "paper").glob("*.yaml")):  # merged over the default, as snakemake does
+        merged = copy.deepcopy(default())
+        stack = [(merged, yaml.safe_load(path.read_text()))]
+        while stack:
+            into, over = stack.pop()
+            for k, v in over.items():
+                if isinstance(v, dict) and isinstance(into.get(k), dict):
+                    stack.append((into[k], v))
+                else:
+                    into[k] = v
+        config.validate_config(merged)
+    paper = yaml.safe_load((REPO / "config/paper/entropy.yaml").read_text())["entropy"]
+    assert paper["granularity"] == "shard" and paper["shard_samples"] % paper["batch_size"] == 0

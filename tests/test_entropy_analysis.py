@@ -216,3 +216,33 @@ def test_run_key_parses_the_path_convention():
     assert key == {"model": "ladder-h32", "dataset": "kjv", "decode": "t0.9"}
     with pytest.raises(ValueError, match="does not follow"):
         paths.run_key("results/entropy/samples/ladder-h32/kjv.parquet")
+
+
+def test_claims_carry_bootstrap_intervals_and_rules():
+    from lmcal.entropy.claims import entropy_claims
+
+    sizes = np.logspace(5, 8, 6)
+    records, sums = _planted_family(-0.3, np.log(0.05), sizes)
+    table = analysis.entce_table(records, {"ladder": ["ladder-*"]})
+    docs = [d.assign(model=m, dataset=ds, decode="t1.0") for (m, ds), d in sums.items()]
+    table = analysis.with_entce_ci(table, docs, n_boot=300, seed=0, ci=0.95)
+    # the interval is the percentile bootstrap of bootstrap_entce with the same seed (naive reference)
+    top = table[table["model"] == "ladder-5"].iloc[0]
+    draws = analysis.bootstrap_entce(sums[("ladder-5", "code")], n_boot=300,
+                                     seed=analysis.stable_seed(0, "entce", "ladder-5", "code", "t1.0"))
+    assert [top["entce_lo"], top["entce_hi"]] == pytest.approx(list(np.quantile(draws, [0.025, 0.975])))
+    assert top["entce_lo"] < top["entce"] < top["entce_hi"]
+    fits, _ = analysis.size_fits(table, sums, decode="t1.0", n_boot=200, seed=0)
+    zipf = {"code": {"alpha": 1.5, "alpha_ci": [1.3, 1.7]}}  # predicts 1/alpha - 1 in [-0.41, -0.23]
+    exps = analysis.exponent_table(fits, zipf, v=10**5, m_lo=1e2, m_hi=None)
+    c = {r["id"]: r for r in entropy_claims(table, fits, exps, reference_decode="t1.0")}
+    entce = c["entropy.entce.ladder-5.code"]  # the largest model of the family; planted EntCE > 0
+    assert entce["value"] == pytest.approx(top["entce"]) and entce["verdict"] is True
+    slope = c["entropy.size_slope.ladder.code"]
+    assert slope["verdict"] is True and slope["ci"][0] <= slope["value"] <= slope["ci"][1] < 0
+    zipf_claim = c["entropy.zipf_exponent.ladder.code"]  # planted -0.3 against 1/1.5 - 1 = -0.333
+    assert zipf_claim["verdict"] is True and "-0.333" in zipf_claim["claim"]
+    far = analysis.exponent_table(fits, {"code": {"alpha": 1.05, "alpha_ci": [1.04, 1.06]}}, v=10**5, m_lo=1e2,
+                                  m_hi=None)  # predicts about -0.05: far from the planted -0.3
+    (rec,) = [r for r in entropy_claims(table, fits, far, reference_decode="t1.0") if "zipf" in r["id"]]
+    assert rec["verdict"] is False

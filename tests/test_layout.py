@@ -27,6 +27,7 @@ LAYERS: dict[str, set[str]] = {
     "entropy": {"core", "data", "models", "lm", "scaling"},
     "sft": {"core", "data", "models", "lm", "losses", "calibration"},
     "emergence": {"core", "data", "models", "lm", "scaling", "calibration"},
+    "report": {"core"},  # reads the studies' summary JSON, never their code
 }
 TORCH_FREE = {"core", "workflow"}  # imported when Snakemake parses the rule files
 MAX_LINES = 400

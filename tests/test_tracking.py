@@ -278,3 +278,50 @@ def test_figures_dicts_tables_and_datasets_reach_mlflow(mlflow_store, tmp_path):
     (ds,) = c.get_run(r.info.run_id).inputs.dataset_inputs
     assert ds.dataset.name == "docs" and ds.tags[0].value == "training"
     assert ds.dataset.digest == mlflow.data.from_pandas(df, name="docs", source="unit-test").digest
+
+
+@pytest.fixture
+def mlflow_server(tmp_path, monkeypatch):
+    """A local tracking server (127.0.0.1, sqlite backend, proxied artifacts); yields its URI."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with open(tmp_path / "server.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port),
+                                 "--workers", "1", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+                                 "--artifacts-destination", str(tmp_path / "server-artifacts")],
+                                stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    break
+            except OSError:
+                assert proc.poll() is None and time.time() < deadline, (tmp_path / "server.log").read_text()[-3000:]
+                time.sleep(0.5)
+        uri = f"http://127.0.0.1:{port}"
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+        monkeypatch.setenv("LMCAL_ROOT", str(tmp_path))
+        monkeypatch.delenv("LMCAL_PARENT_RUN_ID", raising=False)
+        yield uri
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def test_jobs_reach_a_tracking_server(mlflow_server, tmp_path):
+    parent = tracking.start_parent({"seed": 1})
+    assert spawn_job(tmp_path)[0] == 0
+    (child,) = wait_for_child(mlflow_server, "score", "FINISHED")
+    assert child.data.tags["mlflow.parentRunId"] == parent and child.data.metrics == {"value": 1.5, "loss": 1.0}
+    arts = {a.path for a in MlflowClient(mlflow_server).list_artifacts(child.info.run_id, "outputs")}
+    assert arts == {"outputs/score.json"}
+    assert (tmp_path / "server-artifacts").is_dir()  # uploaded through the server, not to a local path
+    tracking.finish_parent("FINISHED")
+    assert runs(mlflow_server, filter_string=f"attributes.run_id = '{parent}'")[0].info.status == "FINISHED"

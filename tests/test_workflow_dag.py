@@ -34,8 +34,12 @@ def test_paper_configs_plan_a_dag(tmp_path, study):
     res = snakemake(tmp_path, "-n", "--cores", "2", config=REPO / "config" / "paper" / f"{study}.yaml", replace=False)
     assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
     counts = job_counts(res.stdout)
-    rule = {"entropy": "entropy_sample", "sft": "sft_train", "emergence": "emergence_train"}[study]
+    rule = {"entropy": "entropy_sample_part", "sft": "sft_train", "emergence": "emergence_train"}[study]
     assert counts[rule] > 10
+    if study == "entropy":  # granularity: shard: 33 models x 3 datasets x 5 decodes x ceil(5000 / 1024) parts
+        assert counts["entropy_sample_part"] == 33 * 3 * 5 * 5 and counts["entropy_score_part"] == 33 * 3 * 5
+        assert counts["entropy_gather_samples"] == counts["entropy_gather_human"] == 33 * 3 * 5
+        assert "entropy_sample" not in counts
 
 
 def test_unknown_dataset_fails_fast_naming_the_key(tmp_path):

@@ -5,6 +5,7 @@ import json
 import yaml
 from lmcal.core import tracking
 from mlflow.tracking import MlflowClient
+from report_checks import report_problems
 from workflow_utils import TINY, snakemake
 
 
@@ -37,3 +38,8 @@ def test_tiny_workflow_end_to_end(tmp_path):
     again = snakemake(tmp_path, "--cores", "2")
     assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
     assert len(_runs(tmp_path)) == len(runs), "an unchanged rerun must add no runs"
+
+    # the Snakemake report: every study's figures, tables.html and summary.json, embedded, each with a caption
+    report = snakemake(tmp_path, "--report", str(tmp_path / "report.html"))
+    assert report.returncode == 0, (report.stdout + report.stderr)[-5000:]
+    assert report_problems(tmp_path, tmp_path / "report.html", tiny["studies"]) == []

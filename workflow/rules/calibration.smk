@@ -35,7 +35,13 @@ rule evaluate_calibration:
     output:
         scored="results/calibration/model~{model}/eval~{evalset}/items.parquet",
         metrics="results/calibration/model~{model}/eval~{evalset}/metrics.json",
-        figure="results/calibration/model~{model}/eval~{evalset}/reliability.png",
+        figure=report(
+            "results/calibration/model~{model}/eval~{evalset}/reliability.png",
+            caption="../report/calibration_reliability_run.rst",
+            category="Calibration",
+            subcategory="Per model and set",
+            labels={"model": "{model}", "evalset": "{evalset}"},
+        ),
     log:
         "results/logs/evaluate_calibration/{model}~{evalset}.log",
     benchmark:
@@ -77,10 +83,30 @@ rule calibration_summary:
         ),
     output:
         table="results/calibration/metrics.parquet",
-        figures=expand(
-            "results/calibration/reliability~{evalset}.png", evalset=list(config["calibration"]["evalsets"])
+        figures=[
+            report(
+                f"results/calibration/reliability~{evalset}.png",
+                caption="../report/calibration_reliability_overlay.rst",
+                category="Calibration",
+                subcategory="Across models",
+                labels={"figure": "reliability overlay", "evalset": evalset},
+            )
+            for evalset in config["calibration"]["evalsets"]
+        ],
+        tables_html=report(
+            "results/calibration/tables.html",
+            caption="../report/calibration_tables.rst",
+            category="Calibration",
+            subcategory="Across models",
+            labels={"figure": "metrics table", "evalset": "all"},
         ),
-        summary="results/calibration/summary.json",
+        summary=report(
+            "results/calibration/summary.json",
+            caption="../report/summary.rst",
+            category="Calibration",
+            subcategory="Across models",
+            labels={"figure": "summary.json", "evalset": "all"},
+        ),
     log:
         "results/logs/calibration_summary/calibration_summary.log",
     benchmark:

@@ -1,4 +1,5 @@
-# Shared setup: config validation, wildcard constraints and the MLflow parent run.
+# Shared setup: config validation, wildcard constraints, the MLflow parent run and the logger that turns the
+# jobs' spool records into its child runs (started in onstart, flushed in onsuccess/onerror; lmcal.core.ingest).
 # No rules here, and no logic beyond calls into the tested lmcal library.
 import lmcal.core.config
 import lmcal.core.tracking

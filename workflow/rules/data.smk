@@ -23,6 +23,7 @@ rule prepare_dataset:
 rule cache_model:
     output:
         info="results/models/{model}/model_info.json",
+        weights="results/models/{model}/model.safetensors",
     log:
         "results/logs/cache_model/{model}.log",
     benchmark:

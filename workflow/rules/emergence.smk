@@ -165,10 +165,27 @@ rule emergence_report:
         curves="results/emergence/curves.parquet",
         pass_until="results/emergence/pass_until.parquet",
     output:
-        summary="results/emergence/summary.json",
+        summary=report(
+            "results/emergence/summary.json",
+            caption="../report/summary.rst",
+            category="Emergence",
+            subcategory="Tables",
+        ),
         analysis="results/emergence/analysis.json",
         tables=directory("results/emergence/tables"),
-        figures=directory("results/emergence/figures"),
+        tables_html=report(
+            "results/emergence/tables.html",
+            caption="../report/emergence_tables.rst",
+            category="Emergence",
+            subcategory="Tables",
+        ),
+        figures=report(
+            directory("results/emergence/figures"),
+            patterns=["{name}.png"],
+            caption="../report/emergence_figures.rst",
+            category="Emergence",
+            subcategory="Figures",
+        ),
     log:
         "results/logs/emergence_report/emergence_report.log",
     benchmark:
@@ -185,6 +202,8 @@ rule emergence_report:
             "lmcal.emergence.analysis",
             "lmcal.emergence.forecast",
             "lmcal.emergence.figures",
+            "lmcal.emergence.verdicts",
+            "lmcal.core.claims",
         ),
     script:
         "../scripts/emergence_report.py"

@@ -2,6 +2,7 @@
 # Reads the sampler/scorer outputs of entropy_sample.smk (results/entropy/{samples,human}/...). Like the sampler,
 # one curves job per model covers every dataset and decode, which keeps process start-up out of the CPU budget.
 import lmcal.workflow.entropy
+import lmcal.workflow.entropy_calibrate
 
 
 rule entropy_analysis_curves:
@@ -159,11 +160,36 @@ rule entropy_analysis_figures:
         zipf=expand("results/entropy/zipf/data~{dataset}.json", dataset=config["entropy"]["datasets"]),
         rank_freq=expand("results/entropy/zipf/data~{dataset}.parquet", dataset=config["entropy"]["datasets"]),
     output:
-        fig1="results/entropy/figures/fig1_entce_vs_size.png",
-        fig2="results/entropy/figures/fig2_curves_smoothed.png",
-        fig2_raw="results/entropy/figures/fig2_curves_raw.png",
-        fig3="results/entropy/figures/fig3_entce_vs_logloss.png",
-        fig4="results/entropy/figures/fig4_theory.png",
+        fig1=report(
+            "results/entropy/figures/fig1_entce_vs_size.png",
+            caption="../report/entropy_fig1.rst",
+            category="Entropy",
+            subcategory="Figures",
+        ),
+        fig2=report(
+            "results/entropy/figures/fig2_curves_smoothed.png",
+            caption="../report/entropy_fig2.rst",
+            category="Entropy",
+            subcategory="Figures",
+        ),
+        fig2_raw=report(
+            "results/entropy/figures/fig2_curves_raw.png",
+            caption="../report/entropy_fig2_raw.rst",
+            category="Entropy",
+            subcategory="Figures",
+        ),
+        fig3=report(
+            "results/entropy/figures/fig3_entce_vs_logloss.png",
+            caption="../report/entropy_fig3.rst",
+            category="Entropy",
+            subcategory="Figures",
+        ),
+        fig4=report(
+            "results/entropy/figures/fig4_theory.png",
+            caption="../report/entropy_fig4.rst",
+            category="Entropy",
+            subcategory="Figures",
+        ),
     log:
         "results/logs/entropy_analysis_figures/entropy_analysis_figures.log",
     benchmark:
@@ -194,9 +220,21 @@ rule entropy_analysis_summary:
         slopes="results/entropy/theory/slopes.parquet",
         toy_slopes="results/entropy/theory/toy_slopes.parquet",
         figures=rules.entropy_analysis_figures.output,
+        calibrated=lmcal.workflow.entropy_calibrate.summary_targets(config),
     output:
-        summary="results/entropy/summary.json",
+        summary=report(
+            "results/entropy/summary.json",
+            caption="../report/summary.rst",
+            category="Entropy",
+            subcategory="Tables",
+        ),
         exponents="results/entropy/exponents.parquet",
+        tables_html=report(
+            "results/entropy/tables.html",
+            caption="../report/entropy_tables.rst",
+            category="Entropy",
+            subcategory="Tables",
+        ),
     log:
         "results/logs/entropy_analysis_summary/entropy_analysis_summary.log",
     benchmark:

@@ -3,6 +3,10 @@
 # dataset and decode, which keeps process start-up out of the CPU budget. Outputs per (model, dataset, decode):
 #   results/entropy/samples/model~{model}/data~{dataset}/decode~{decode}.parquet (+ .json sidecar)
 #   results/entropy/human/model~{model}/data~{dataset}/decode~{decode}.parquet   (+ .json sidecar)
+# With entropy.granularity: shard (clusters) the same files are gathered from per-part jobs instead.
+import re
+
+import lmcal.workflow.entropy
 
 
 rule entropy_prompts:
@@ -41,70 +45,191 @@ rule entropy_prompts:
         "../scripts/entropy_prompts.py"
 
 
-rule entropy_sample:
-    input:
-        info="results/models/{model}/model_info.json",
-        prompts=rules.entropy_prompts.output.prompts,
-    output:
-        samples=expand(
-            "results/entropy/samples/model~{{model}}/data~{dataset}/decode~{decode}.parquet",
-            dataset=config["entropy"]["datasets"],
-            decode=list(config["entropy"]["decodes"]),
-        ),
-        sidecars=expand(
-            "results/entropy/samples/model~{{model}}/data~{dataset}/decode~{decode}.json",
-            dataset=config["entropy"]["datasets"],
-            decode=list(config["entropy"]["decodes"]),
-        ),
-    log:
-        "results/logs/entropy_sample/{model}.log",
-    benchmark:
-        "results/benchmarks/entropy_sample/{model}.tsv"
-    conda:
-        "../../envs/lmcal.yaml"
-    threads: 2
-    resources:
-        mem_mb=8000,
-    params:
-        decodes=config["entropy"]["decodes"],
-        seed=config["entropy"]["seed"],
-        max_new_tokens=config["entropy"]["max_new_tokens"],
-        batch_size=config["entropy"]["batch_size"],
-        shard_size=config["entropy"]["shard_size"],
-        samples_per_prompt=config["entropy"]["samples_per_prompt"],
-        shard_root="results/entropy/shards/model~{model}",
-    script:
-        "../scripts/entropy_sample.py"
+if lmcal.workflow.entropy.granularity(config) == "model":
 
+    rule entropy_sample:
+        input:
+            info="results/models/{model}/model_info.json",
+            prompts=rules.entropy_prompts.output.prompts,
+        output:
+            samples=expand(
+                "results/entropy/samples/model~{{model}}/data~{dataset}/decode~{decode}.parquet",
+                dataset=config["entropy"]["datasets"],
+                decode=list(config["entropy"]["decodes"]),
+            ),
+            sidecars=expand(
+                "results/entropy/samples/model~{{model}}/data~{dataset}/decode~{decode}.json",
+                dataset=config["entropy"]["datasets"],
+                decode=list(config["entropy"]["decodes"]),
+            ),
+        log:
+            "results/logs/entropy_sample/{model}.log",
+        benchmark:
+            "results/benchmarks/entropy_sample/{model}.tsv"
+        conda:
+            "../../envs/lmcal.yaml"
+        threads: 2
+        resources:
+            mem_mb=8000,
+        params:
+            decodes=config["entropy"]["decodes"],
+            seed=config["entropy"]["seed"],
+            max_new_tokens=config["entropy"]["max_new_tokens"],
+            batch_size=config["entropy"]["batch_size"],
+            shard_size=config["entropy"]["shard_size"],
+            samples_per_prompt=config["entropy"]["samples_per_prompt"],
+            shard_root="results/entropy/shards/model~{model}",
+        script:
+            "../scripts/entropy_sample.py"
 
-rule entropy_score:
-    input:
-        info="results/models/{model}/model_info.json",
-        prompts=rules.entropy_prompts.output.prompts,
-    output:
-        human=expand(
-            "results/entropy/human/model~{{model}}/data~{dataset}/decode~{decode}.parquet",
-            dataset=config["entropy"]["datasets"],
-            decode=list(config["entropy"]["decodes"]),
-        ),
-        sidecars=expand(
-            "results/entropy/human/model~{{model}}/data~{dataset}/decode~{decode}.json",
-            dataset=config["entropy"]["datasets"],
-            decode=list(config["entropy"]["decodes"]),
-        ),
-    log:
-        "results/logs/entropy_score/{model}.log",
-    benchmark:
-        "results/benchmarks/entropy_score/{model}.tsv"
-    conda:
-        "../../envs/lmcal.yaml"
-    threads: 2
-    resources:
-        mem_mb=8000,
-    params:
-        decodes=config["entropy"]["decodes"],
-        batch_size=config["entropy"]["score"]["batch_size"],
-        vocab_chunk=config["entropy"]["vocab_chunk"],
-        mixture_eps=config["entropy"]["mixture_eps"],
-    script:
-        "../scripts/entropy_score.py"
+    rule entropy_score:
+        input:
+            info="results/models/{model}/model_info.json",
+            prompts=rules.entropy_prompts.output.prompts,
+        output:
+            human=expand(
+                "results/entropy/human/model~{{model}}/data~{dataset}/decode~{decode}.parquet",
+                dataset=config["entropy"]["datasets"],
+                decode=list(config["entropy"]["decodes"]),
+            ),
+            sidecars=expand(
+                "results/entropy/human/model~{{model}}/data~{dataset}/decode~{decode}.json",
+                dataset=config["entropy"]["datasets"],
+                decode=list(config["entropy"]["decodes"]),
+            ),
+        log:
+            "results/logs/entropy_score/{model}.log",
+        benchmark:
+            "results/benchmarks/entropy_score/{model}.tsv"
+        conda:
+            "../../envs/lmcal.yaml"
+        threads: 2
+        resources:
+            mem_mb=8000,
+        params:
+            decodes=config["entropy"]["decodes"],
+            batch_size=config["entropy"]["score"]["batch_size"],
+            vocab_chunk=config["entropy"]["vocab_chunk"],
+            mixture_eps=config["entropy"]["mixture_eps"],
+        script:
+            "../scripts/entropy_score.py"
+
+else:
+    # granularity: shard (clusters): one job per (model, dataset, decode, part of shard_samples samples) and per
+    # (model, dataset, part) for scoring; the gather rules merge the parts into the same files as above.
+
+    rule entropy_sample_part:
+        input:
+            info="results/models/{model}/model_info.json",
+            prompts="results/entropy/prompts/model~{model}/data~{dataset}.parquet",
+        output:
+            samples="results/entropy/parts/samples/model~{model}/part~{part}/data~{dataset}/decode~{decode}.parquet",
+            sidecar="results/entropy/parts/samples/model~{model}/part~{part}/data~{dataset}/decode~{decode}.json",
+        log:
+            "results/logs/entropy_sample_part/{model}/{dataset}/{decode}/{part}.log",
+        benchmark:
+            "results/benchmarks/entropy_sample_part/{model}/{dataset}/{decode}/{part}.tsv"
+        wildcard_constraints:
+            part="[0-9]+",
+            decode="|".join(map(re.escape, config["entropy"]["decodes"])),
+        conda:
+            "../../envs/lmcal.yaml"
+        threads: 2
+        resources:
+            mem_mb=8000,
+        params:
+            decodes=config["entropy"]["decodes"],
+            seed=config["entropy"]["seed"],
+            max_new_tokens=config["entropy"]["max_new_tokens"],
+            batch_size=config["entropy"]["batch_size"],
+            shard_size=config["entropy"]["shard_size"],
+            samples_per_prompt=config["entropy"]["samples_per_prompt"],
+            shard_root="results/entropy/shards/model~{model}/part~{part}-{dataset}-{decode}",
+            sample_range=lambda w: lmcal.workflow.entropy.part_range(
+                w.part, config["entropy"]["shard_samples"]
+            ),
+        script:
+            "../scripts/entropy_sample.py"
+
+    rule entropy_gather_samples:
+        input:
+            parts=lambda w: expand(
+                "results/entropy/parts/samples/model~{model}/part~{part}/data~{dataset}/decode~{decode}.parquet",
+                part=range(lmcal.workflow.entropy.n_sample_parts(config)),
+                allow_missing=True,
+                **w,
+            ),
+        output:
+            samples="results/entropy/samples/model~{model}/data~{dataset}/decode~{decode}.parquet",
+            sidecar="results/entropy/samples/model~{model}/data~{dataset}/decode~{decode}.json",
+        log:
+            "results/logs/entropy_gather_samples/{model}/{dataset}/{decode}.log",
+        benchmark:
+            "results/benchmarks/entropy_gather_samples/{model}/{dataset}/{decode}.tsv"
+        conda:
+            "../../envs/lmcal.yaml"
+        threads: 1
+        resources:
+            mem_mb=4000,
+        params:
+            kind="samples",
+        script:
+            "../scripts/entropy_gather.py"
+
+    rule entropy_score_part:
+        input:
+            info="results/models/{model}/model_info.json",
+            prompts="results/entropy/prompts/model~{model}/data~{dataset}.parquet",
+        output:
+            human=expand(
+                "results/entropy/parts/human/model~{{model}}/part~{{part}}/data~{{dataset}}/decode~{decode}.parquet",
+                decode=list(config["entropy"]["decodes"]),
+            ),
+            sidecars=expand(
+                "results/entropy/parts/human/model~{{model}}/part~{{part}}/data~{{dataset}}/decode~{decode}.json",
+                decode=list(config["entropy"]["decodes"]),
+            ),
+        log:
+            "results/logs/entropy_score_part/{model}/{dataset}/{part}.log",
+        benchmark:
+            "results/benchmarks/entropy_score_part/{model}/{dataset}/{part}.tsv"
+        wildcard_constraints:
+            part="[0-9]+",
+        conda:
+            "../../envs/lmcal.yaml"
+        threads: 2
+        resources:
+            mem_mb=8000,
+        params:
+            decodes=config["entropy"]["decodes"],
+            batch_size=config["entropy"]["score"]["batch_size"],
+            vocab_chunk=config["entropy"]["vocab_chunk"],
+            mixture_eps=config["entropy"]["mixture_eps"],
+            doc_range=lambda w: lmcal.workflow.entropy.part_range(w.part, config["entropy"]["shard_samples"]),
+        script:
+            "../scripts/entropy_score.py"
+
+    rule entropy_gather_human:
+        input:
+            parts=lambda w: expand(
+                "results/entropy/parts/human/model~{model}/part~{part}/data~{dataset}/decode~{decode}.parquet",
+                part=range(lmcal.workflow.entropy.n_score_parts(config)),
+                allow_missing=True,
+                **w,
+            ),
+        output:
+            human="results/entropy/human/model~{model}/data~{dataset}/decode~{decode}.parquet",
+            sidecar="results/entropy/human/model~{model}/data~{dataset}/decode~{decode}.json",
+        log:
+            "results/logs/entropy_gather_human/{model}/{dataset}/{decode}.log",
+        benchmark:
+            "results/benchmarks/entropy_gather_human/{model}/{dataset}/{decode}.tsv"
+        conda:
+            "../../envs/lmcal.yaml"
+        threads: 1
+        resources:
+            mem_mb=4000,
+        params:
+            kind="human",
+        script:
+            "../scripts/entropy_gather.py"

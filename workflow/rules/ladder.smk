@@ -32,6 +32,7 @@ rule train_ladder_model:
         tokens="results/ladder/tokens.safetensors",
     output:
         info="results/models/ladder-{size}/model_info.json",
+        weights="results/models/ladder-{size}/model.safetensors",
         history="results/ladder/history/ladder-{size}.parquet",
     log:
         "results/logs/train_ladder_model/{size}.log",
@@ -62,8 +63,13 @@ rule ladder_summary:
         histories=expand("results/ladder/history/ladder-{size}.parquet", size=config["ladder"]["sizes"]),
     output:
         table="results/ladder/ladder.parquet",
-        figure="results/ladder/loss_vs_size.png",
-        summary="results/ladder/summary.json",
+        figure=report(
+            "results/ladder/loss_vs_size.png", caption="../report/ladder_loss_vs_size.rst", category="Ladder"
+        ),
+        tables_html=report(
+            "results/ladder/tables.html", caption="../report/ladder_tables.rst", category="Ladder"
+        ),
+        summary=report("results/ladder/summary.json", caption="../report/summary.rst", category="Ladder"),
     log:
         "results/logs/ladder_summary/ladder_summary.log",
     benchmark:

@@ -7,7 +7,10 @@
 rule benchmark_losses:
     output:
         table="results/losses/benchmark.parquet",
-        summary="results/losses/summary.json",
+        tables_html=report(
+            "results/losses/tables.html", caption="../report/losses_tables.rst", category="Losses"
+        ),
+        summary=report("results/losses/summary.json", caption="../report/summary.rst", category="Losses"),
     log:
         "results/logs/benchmark_losses/benchmark_losses.log",
     benchmark:

@@ -36,6 +36,7 @@ rule sft_train:
         data=lmcal.workflow.sft.data_input(config),
     output:
         info="results/models/{base}--sft-{tag}/model_info.json",
+        weights="results/models/{base}--sft-{tag}/model.safetensors",
         history="results/sft/history/{base}--sft-{tag}.parquet",
     log:
         "results/logs/sft_train/{base}--sft-{tag}.log",
@@ -129,12 +130,17 @@ rule sft_summary:
         table="results/sft/table.parquet",
         effects="results/sft/ls_effect.parquet",
         vd_table="results/sft/vd_table.parquet",
-        before_after="results/sft/before_after.png",
-        reliability="results/sft/reliability.png",
-        ls_effect="results/sft/ls_effect.png",
-        vd_effect="results/sft/vd_effect.png",
-        vd_gap="results/sft/vd_gap.png",
-        summary="results/sft/summary.json",
+        before_after=report(
+            "results/sft/before_after.png", caption="../report/sft_before_after.rst", category="SFT"
+        ),
+        reliability=report(
+            "results/sft/reliability.png", caption="../report/sft_reliability.rst", category="SFT"
+        ),
+        ls_effect=report("results/sft/ls_effect.png", caption="../report/sft_ls_effect.rst", category="SFT"),
+        vd_effect=report("results/sft/vd_effect.png", caption="../report/sft_vd_effect.rst", category="SFT"),
+        vd_gap=report("results/sft/vd_gap.png", caption="../report/sft_vd_gap.rst", category="SFT"),
+        tables_html=report("results/sft/tables.html", caption="../report/sft_tables.rst", category="SFT"),
+        summary=report("results/sft/summary.json", caption="../report/summary.rst", category="SFT"),
     log:
         "results/logs/sft_summary/sft_summary.log",
     benchmark:

@@ -24,12 +24,15 @@ def run_and_write(settings: dict, table_path, summary_path):
 
 
 if "snakemake" in globals():
+    from lmcal.core.report_tables import write_tables_html
     from lmcal.core.tracking import job_run
 
     with job_run(snakemake) as run:
         table, summary = run_and_write(dict(snakemake.params.settings), snakemake.output.table,
                                        snakemake.output.summary)
         run.log_table(table, "losses/benchmark.parquet")
+        write_tables_html("Losses: label-smoothed linear cross-entropy, forward + backward",
+                          {"benchmark.parquet": table}, snakemake.output.tables_html)
         run.log_metrics(benchmark.flat_metrics(summary["results"]))
 elif __name__ == "__main__":
     settings, out = benchmark.parse_cli()

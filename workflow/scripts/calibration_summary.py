@@ -4,6 +4,7 @@ import pandas as pd
 from lmcal.calibration import metrics as calibration
 from lmcal.calibration.figures import reliability_overlay
 from lmcal.core import io
+from lmcal.core.report_tables import write_tables_html
 from lmcal.core.tracking import job_run
 
 p = snakemake.params
@@ -11,6 +12,8 @@ with job_run(snakemake) as run:
     metrics = [io.read_json(f) for f in snakemake.input.metrics]
     table = pd.DataFrame([{k: v for k, v in m.items() if k != "accuracy_by_category"} for m in metrics])
     io.write_parquet(table, snakemake.output.table)
+    write_tables_html("Calibration: one row per (model, evaluation set)", {"metrics.parquet": table},
+                      snakemake.output.tables_html)
     scored = {(m["model"], m["evalset"]): io.read_parquet(f) for m, f in zip(metrics, snakemake.input.scored)}
     for evalset, path in zip(p.evalsets, snakemake.output.figures):
         tables = {

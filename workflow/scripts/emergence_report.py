@@ -4,6 +4,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 from lmcal.core import io
+from lmcal.core.report_tables import write_tables_html
 from lmcal.core.tracking import job_run
 from lmcal.emergence.figures import make_figures
 from lmcal.emergence.report import analyze, headline_metrics, summarize
@@ -17,6 +18,8 @@ with job_run(snakemake) as run:
     with io.atomic_dir(out.tables) as tmp:
         for name, table in rep["tables"].items():
             io.write_parquet(table, Path(tmp) / f"{name}.parquet")
+    write_tables_html("Emergence: fits, backtests and metric tables",
+                      {f"tables/{name}.parquet": table for name, table in rep["tables"].items()}, out.tables_html)
     with io.atomic_dir(out.figures) as tmp:
         for name, fig in make_figures(rep, curves, pass_until).items():
             io.save_figure(fig, Path(tmp) / name)

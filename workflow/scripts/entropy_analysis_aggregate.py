@@ -13,6 +13,7 @@ with job_run(snakemake) as run:
     fits, draws = entropy.size_fits(table, sums, decode=p.reference_decode, size_key=p.size_key,
                                     size_unit=p.size_unit, negative=p.negative, n_boot=p.n_boot, seed=p.seed,
                                     ci=p.ci)
+    table = entropy.with_entce_ci(table, docs, n_boot=p.n_boot, seed=p.seed, ci=p.ci)  # EntCE claims' CIs
     temps = entropy.temperature_table(table, p.decodes, p.temperature_decodes or None)
     for path, df in ((snakemake.output.table, table), (snakemake.output.fits, fits),
                      (snakemake.output.draws, draws), (snakemake.output.temperatures, temps)):

@@ -11,6 +11,7 @@ with job_run(snakemake) as run:
         Path(snakemake.input.info).parent, snakemake.input.prompts, snakemake.output.samples, decodes=p.decodes,
         seed=p.seed, max_new_tokens=p.max_new_tokens, batch_size=p.batch_size, shard_root=p.shard_root,
         shard_size=p.shard_size, samples_per_prompt=p.samples_per_prompt,
+        sample_range=getattr(p, "sample_range", None),  # set by entropy_sample_part (granularity: shard)
     )
     run.log_params({"weights": result["weights"]})
     run.log_metrics(result["runs"])

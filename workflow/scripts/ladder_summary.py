@@ -4,6 +4,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 from lmcal.core import io
+from lmcal.core.report_tables import write_tables_html
 from lmcal.core.tracking import job_run
 from lmcal.ladder import study as ladder
 from lmcal.ladder.figures import plot_ladder
@@ -15,6 +16,7 @@ with job_run(snakemake) as run:
     summary, fit = ladder.ladder_summary(table, n_boot=snakemake.params.n_boot, seed=snakemake.params.seed)
     fig = plot_ladder(table, histories, [i["name"] for i in infos], fit)
     io.write_parquet(table, snakemake.output.table)
+    write_tables_html("Ladder: one row per model", {"ladder.parquet": table}, snakemake.output.tables_html)
     io.save_figure(fig, snakemake.output.figure)
     io.write_json(summary, snakemake.output.summary)
     run.log_metrics({k: v for k, v in summary.items() if isinstance(v, (int, float))})

@@ -2,6 +2,7 @@
 
 import pandas as pd
 from lmcal.core import io
+from lmcal.core.report_tables import write_tables_html
 from lmcal.core.tracking import job_run
 from lmcal.sft import summary as sft_summary
 
@@ -13,6 +14,9 @@ with job_run(snakemake) as run:
     io.write_parquet(out["table"], snakemake.output.table)
     io.write_parquet(out["effects"], snakemake.output.effects)
     io.write_parquet(out.get("vd_table", pd.DataFrame()), snakemake.output.vd_table)
+    write_tables_html("SFT: calibration before/after, label-smoothing effect, V/D cells",
+                      {"table.parquet": out["table"], "ls_effect.parquet": out["effects"],
+                       "vd_table.parquet": out.get("vd_table", pd.DataFrame())}, snakemake.output.tables_html)
     io.save_figure(out["figures"]["before_after"], snakemake.output.before_after)
     io.save_figure(out["figures"]["reliability"], snakemake.output.reliability)
     for name in ("ls_effect", "vd_effect", "vd_gap"):

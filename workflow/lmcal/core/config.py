@@ -145,14 +145,112 @@ def check_references(config: dict[str, Any]) -> None:
     for i, study in enumerate(config.get("studies", [])):
         if study not in STUDIES:
             raise ConfigError(f"config key studies[{i}]: unknown study {study!r} (known: {', '.join(STUDIES)})")
+    check_study_inputs(config, models)
+
+
+def _get(config: dict, dotted: str, default: Any = None) -> Any:
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def _check_list(config: dict, dotted: str, known: Iterable[str], what: str) -> None:
+    known = list(known)
+    for i, name in enumerate(_get(config, dotted) or []):
+        if name not in known:
+            raise ConfigError(f"config key {dotted}[{i}]: unknown {what} {name!r} (known: {', '.join(known) or 'none'})")
+
+
+def _require_nonempty(config: dict, dotted: str, why: str) -> None:
+    if not _get(config, dotted):
+        raise ConfigError(f"config key {dotted}: empty, but {why}; list at least one name from `datasets`")
+
+
+def emergence_component_names(tasks: dict[str, Any]) -> list[str]:
+    """Component names "{op}{n}-{format}" of ``emergence.tasks`` (schema defaults filled), in the order of
+    lmcal.emergence.tasks.TaskSpec.components; computed here from the config alone so core stays torch-free
+    (tests/test_bad_input.py checks that both agree)."""
+    names = [f"{op}{int(n)}-{f}" for f in tasks.get("formats", []) for op in tasks.get("ops", [])
+             for n in tasks.get("digits", []) if f != "scratchpad" or op == "add"]
+    return names + [f"map{int(n)}-direct" for n in tasks.get("translit_lengths", [])]
+
+
+def check_study_inputs(config: dict[str, Any], models: list[str]) -> None:
+    """Values that pass a dry run but would fail (or be silently changed) hours into a run."""
+    studies = set(config.get("studies", []))
+    if "entropy" in studies:
+        _require_nonempty(config, "entropy.datasets", "the entropy study samples prompts from these corpora")
+        decodes = list(_get(config, "entropy.decodes", {}))
+        _check_list(config, "entropy_analysis.temperature_decodes", decodes, "decode (entropy.decodes)")
+        ref = _get(config, "entropy_analysis.reference_decode")
+        if ref is not None and ref not in decodes:
+            raise ConfigError(f"config key entropy_analysis.reference_decode: unknown decode {ref!r} "
+                              f"(entropy.decodes: {', '.join(decodes)})")
+        tok = _get(config, "entropy_analysis.zipf.tokenizer")
+        if tok is not None and tok != "words" and tok not in models:
+            raise ConfigError(f"config key entropy_analysis.zipf.tokenizer: unknown model {tok!r} "
+                              f"(use 'words' or one of: {', '.join(models)})")
+        check_granularity(config)
+    used = [m for s in ("entropy", "calibration", "emergence.reference") for m in _get(config, f"{s}.models") or []]
+    used += [f"ladder-{s}" for s in _get(config, "sft.ladder.sizes") or []] + [_get(config, "entropy_analysis.zipf.tokenizer")]
+    if "ladder" in studies or any(str(m).startswith("ladder-") for m in used if m):
+        _require_nonempty(config, "ladder.datasets", "the ladder tokenizer and models train on these corpora")
+    if "sft" in studies:
+        evalsets = list(_get(config, "calibration.evalsets", {}))
+        _check_list(config, "sft.recipe.evalsets", evalsets, "evaluation set (calibration.evalsets)")
+        for base in _get(config, "sft.overrides", {}) or {}:
+            _check_list(config, f"sft.overrides.{base}.evalsets", evalsets, "evaluation set (calibration.evalsets)")
+        if _get(config, "sft.vd.vocab_sizes") and _get(config, "sft.vd.hidden_sizes"):
+            _require_nonempty(config, "sft.vd.datasets", "the V/D study trains its tokenizers on these corpora")
+    if "emergence" in studies:
+        components = emergence_component_names(_get(config, "emergence.tasks", {}))
+        for key in ("emergence.pass_until.components", "emergence.reference.components"):
+            _check_list(config, key, components, "component (from emergence.tasks)")
+        _check_list(config, "emergence.reference.models", models, "model")
+        n_sizes, n_holdout = len(_get(config, "emergence.sizes", {})), _get(config, "emergence.analysis.n_holdout", 0)
+        if n_holdout >= n_sizes:
+            raise ConfigError(f"config key emergence.analysis.n_holdout: {n_holdout} holds out all {n_sizes} "
+                              f"emergence.sizes, leaving none to fit; use at most {n_sizes - 1}")
+
+
+def check_granularity(config: dict[str, Any]) -> None:
+    """``entropy.shard_samples`` must be a whole number of sampler shards, so a shard job draws exactly the
+    batches the per-model job draws (bit-identical merged samples)."""
+    ent = config.get("entropy", {})
+    n = ent.get("shard_samples")
+    if ent.get("granularity", "model") != "shard":
+        return
+    if n is None:
+        raise ConfigError("config key entropy.shard_samples: required with entropy.granularity: shard "
+                          "(samples per sampling/scoring job)")
+    shard = ent.get("shard_size") or ent.get("batch_size", 16)
+    if n % shard:
+        raise ConfigError(f"config key entropy.shard_samples: {n} is not a multiple of the sampler's shard size "
+                          f"{shard} (entropy.shard_size, or entropy.batch_size when that is null)")
+    score_batch = _get(config, "entropy.score.batch_size", 4)
+    if n % score_batch:
+        raise ConfigError(f"config key entropy.shard_samples: {n} is not a multiple of entropy.score.batch_size "
+                          f"{score_batch}, so scoring shards would batch documents differently")
 
 
 STUDIES = ("ladder", "entropy", "calibration", "sft", "emergence", "losses")
 
 
+CLAIM_STUDIES = ("entropy", "sft", "emergence")  # studies whose summary.json carries claim records
+
+
+def claim_studies(config: dict[str, Any]) -> list[str]:
+    """Enabled studies whose summaries feed the README results section (lmcal.report), in CLAIM_STUDIES order."""
+    return [s for s in CLAIM_STUDIES if s in config.get("studies", [])]
+
+
 def final_targets(config: dict[str, Any]) -> list[str]:
-    """What `rule all` builds: each enabled study's summary."""
-    return [f"results/{study}/summary.json" for study in config.get("studies", [])]
+    """What `rule all` builds: each enabled study's summary and, if any has claims, the README results section."""
+    out = [f"results/{study}/summary.json" for study in config.get("studies", [])]
+    return out + (["results/report/results.md"] if claim_studies(config) else [])
 
 
 def load_config(path: str | Path) -> dict[str, Any]:

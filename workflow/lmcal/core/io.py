@@ -19,6 +19,37 @@ if TYPE_CHECKING:  # pandas is imported where a table is read or written: this m
     import pandas as pd
 
 
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux allows (/proc), so other threads never run
+    with a zero umask; elsewhere set-and-restore."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _chmod_as_created(path: Path, base: int) -> None:
+    """mkstemp/mkdtemp create 0600/0700 whatever the umask; give the result the mode a plain open()/mkdir()
+    would (0666/0777 less the umask), so a group-readable umask shares results on a cluster."""
+    os.chmod(path, base & ~current_umask())
+
+
+def _chmod_tree(root: Path) -> None:
+    """Directories 0777 and files 0666, less the umask, for ``root`` and everything in it (model files written
+    by safetensors are 0600 otherwise)."""
+    _chmod_as_created(root, 0o777)
+    for dirpath, dirnames, filenames in os.walk(root):
+        for d in dirnames:
+            _chmod_as_created(Path(dirpath) / d, 0o777)
+        for f in filenames:
+            _chmod_as_created(Path(dirpath) / f, 0o666)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` only if the block succeeds."""
@@ -29,6 +60,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp)
     try:
         yield tmp
+        _chmod_as_created(tmp, 0o666)  # after the writer: some (safetensors) replace tmp with their own 0600 file
         os.replace(tmp, path)
     finally:
         if tmp.exists():
@@ -43,6 +75,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        _chmod_tree(tmp)
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)

@@ -1,88 +1,53 @@
 """MLflow tracking: one parent run per workflow invocation, one child run per job.
 
 The parent is created in Snakemake's `onstart` hook (never at Snakefile top level, which runs on every parse)
-and its id travels to jobs in ``LMCAL_PARENT_RUN_ID``. Each job opens a child run tagged with its rule,
-wildcards and a job key (a hash of rule, wildcards, params and input digests). A rerun of the same job deletes
-the older identical run, and older runs of the same rule and wildcards are tagged ``superseded``, so the UI
-never shows duplicates. An invocation that ran no job deletes its empty parent, so an unchanged rerun adds
-no runs.
+and its id travels to jobs in ``LMCAL_PARENT_RUN_ID``. Each job's child run is tagged with its rule, wildcards
+and a job key (a hash of rule, wildcards, params and input digests). When a rerun of the same job finishes it
+deletes the older identical FINISHED run, and older runs of the same rule and wildcards are tagged
+``superseded``, so the UI never shows duplicates; a rerun that crashes leaves the older finished run in place.
+An invocation that ran no job deletes its empty parent, so an unchanged rerun adds no runs.
 
-SQLite is shared by parallel jobs: the database and experiment are created once in `onstart`, logging is
-batched, and every client call retries on "database is locked".
+Jobs never import MLflow (that and opening its store cost a job seconds): ``job_run`` writes a run record to
+the invocation's spool (``LMCAL_SPOOL_DIR``, under ``.snakemake/`` on the shared filesystem; see
+``lmcal.core.spool``) and the logger thread that ``onstart`` starts in the Snakemake main process logs it
+(``lmcal.core.ingest``) while the job runs and as it ends; ``onsuccess``/``onerror`` flush it. Outside an
+invocation (no spool in the environment) ``job_run`` logs its record itself when the job ends.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import json
 import os
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
+
+from lmcal.core import ingest
+from lmcal.core.ingest import _retry, client, ensure_experiment
+from lmcal.core.spool import (  # noqa: F401 (re-exported: the tracking API lives here)
+    ENV_DISABLE,
+    ENV_SPOOL,
+    EXPERIMENT,
+    JobRun,
+    close_record,
+    enabled,
+    flatten,
+    open_record,
+    repo_root,
+    spool_root,
+    tracking_uri,
+)
 
 ENV_PARENT = "LMCAL_PARENT_RUN_ID"
-ENV_DISABLE = "LMCAL_TRACKING"  # "0" / "off" disables tracking entirely
-EXPERIMENT = os.environ.get("LMCAL_EXPERIMENT", "lmcal")
 ARTIFACT_SUFFIXES = {".parquet", ".json", ".png", ".tsv", ".csv", ".txt", ".yaml", ".log"}
 MAX_ARTIFACT_BYTES = 64 * 2**20
-
-
-def repo_root() -> Path:
-    return Path(os.environ.get("LMCAL_ROOT", Path.cwd())).resolve()
-
-
-def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{repo_root() / 'mlflow.db'}"
-
-
-def enabled() -> bool:
-    return os.environ.get(ENV_DISABLE, "1").lower() not in {"0", "off", "false", "no"}
-
-
-def _retry(fn: Callable, attempts: int = 8, base: float = 0.25) -> Callable:
-    """Retry MLflow calls that fail because another job holds the SQLite write lock."""
-
-    @functools.wraps(fn)
-    def wrapped(*args, **kwargs):
-        for i in range(attempts):
-            try:
-                return fn(*args, **kwargs)
-            except Exception as exc:  # MLflow wraps sqlite errors in several exception types
-                if "locked" not in str(exc).lower() or i == attempts - 1:
-                    raise
-                time.sleep(base * 2**i)
-
-    return wrapped
-
-
-def client():
-    from mlflow.tracking import MlflowClient
-
-    return MlflowClient(tracking_uri=tracking_uri())
-
-
-def ensure_experiment(name: str = EXPERIMENT) -> str:
-    """Experiment id, creating it with artifacts under the repo-root `mlartifacts/` (not a CWD-relative mlruns)."""
-    c = client()
-    exp = _retry(c.get_experiment_by_name)(name)
-    if exp is not None:
-        return exp.experiment_id
-    artifacts = (repo_root() / "mlartifacts").resolve()
-    artifacts.mkdir(parents=True, exist_ok=True)
-    try:
-        return _retry(c.create_experiment)(name, artifact_location=artifacts.as_uri())
-    except Exception:
-        exp = _retry(c.get_experiment_by_name)(name)  # another process created it first
-        if exp is None:
-            raise
-        return exp.experiment_id
+_LOGGER: ingest.SpoolLogger | None = None  # the invocation's logger, in the process that ran start_parent
 
 
 def git_sha() -> str:
@@ -91,20 +56,6 @@ def git_sha() -> str:
         return out.stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-
-
-def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts/lists to dotted keys, for MLflow params."""
-    out: dict[str, Any] = {}
-    if isinstance(d, dict):
-        for k, v in d.items():
-            out.update(flatten(v, f"{prefix}{k}."))
-    elif isinstance(d, (list, tuple)) and any(isinstance(v, (dict, list, tuple)) for v in d):
-        for i, v in enumerate(d):
-            out.update(flatten(v, f"{prefix}{i}."))
-    else:
-        out[prefix.rstrip(".")] = d
-    return out
 
 
 def config_sha(config: dict) -> str:
@@ -151,11 +102,32 @@ def start_parent(config: dict, *, extra_tags: dict[str, str] | None = None) -> s
     rid = run.info.run_id
     _retry(c.log_dict)(rid, config, "config.json")
     os.environ[ENV_PARENT] = rid
+    start_logger(spool_root() / rid)
     return rid
 
 
+def start_logger(spool: Path) -> None:
+    """Log the records earlier invocations left behind, then log this one's jobs from a background thread."""
+    global _LOGGER
+    if _LOGGER is not None:  # an earlier invocation in this process that never reached its finish hook
+        stop_logger()
+    ingest.drain_leftovers(spool_root(), spool)
+    _LOGGER = ingest.SpoolLogger(spool).start()
+    os.environ[ENV_SPOOL] = str(spool)
+
+
+def stop_logger() -> None:
+    """Log every record still in the spool (an unfinished one as a FAILED run) and stop the thread."""
+    global _LOGGER
+    logger, _LOGGER = _LOGGER, None
+    os.environ.pop(ENV_SPOOL, None)
+    if logger is not None:
+        logger.stop()
+
+
 def finish_parent(status: str = "FINISHED") -> None:
-    """Close the parent; an invocation that ran no job leaves no run behind."""
+    """Log what the jobs left in the spool, then close the parent; an invocation that ran no job leaves no run."""
+    stop_logger()
     rid = os.environ.get(ENV_PARENT)
     if not rid or not enabled():
         return
@@ -169,78 +141,6 @@ def finish_parent(status: str = "FINISHED") -> None:
 
 
 # ---- child runs (scripts) ----
-
-class JobRun:
-    """Thin batched-logging wrapper around one MLflow run."""
-
-    def __init__(self, run_id: str | None):
-        self.run_id = run_id
-        self._c = client() if run_id else None
-
-    def _call(self, name: str, *args, **kwargs):
-        if self._c is not None:
-            return _retry(getattr(self._c, name))(self.run_id, *args, **kwargs)
-
-    def log_params(self, params: dict[str, Any]) -> None:
-        from mlflow.entities import Param
-
-        flat = {k: v for k, v in flatten(params).items()}
-        items = [Param(k[:250], json.dumps(v, default=str)[:6000] if not isinstance(v, str) else v[:6000])
-                 for k, v in flat.items()]
-        for i in range(0, len(items), 100):
-            self._call("log_batch", params=items[i : i + 100])
-
-    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
-        from mlflow.entities import Metric
-
-        ts = int(time.time() * 1000)
-        items = [Metric(k[:250], float(v), ts, step or 0) for k, v in flatten(metrics).items()
-                 if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v]
-        for i in range(0, len(items), 1000):
-            self._call("log_batch", metrics=items[i : i + 1000])
-
-    def log_metric_series(self, name: str, values, steps=None) -> None:
-        from mlflow.entities import Metric
-
-        ts = int(time.time() * 1000)
-        steps = list(steps) if steps is not None else list(range(len(values)))
-        items = [Metric(name, float(v), ts, int(s)) for v, s in zip(values, steps) if v == v]
-        for i in range(0, len(items), 1000):
-            self._call("log_batch", metrics=items[i : i + 1000])
-
-    def set_tags(self, tags: dict[str, Any]) -> None:
-        from mlflow.entities import RunTag
-
-        self._call("log_batch", tags=[RunTag(k, str(v)[:5000]) for k, v in tags.items()])
-
-    def log_artifact(self, path: str | os.PathLike, artifact_dir: str | None = None) -> None:
-        self._call("log_artifact", str(path), artifact_dir)
-
-    def log_figure(self, fig, artifact_path: str) -> None:
-        self._call("log_figure", fig, artifact_path)
-
-    def log_table(self, df, artifact_path: str) -> None:
-        """Log a DataFrame as a parquet artifact (``artifact_path`` ends in .parquet)."""
-        if self._c is None:
-            return
-        with tempfile.TemporaryDirectory() as tmp:
-            p = Path(tmp) / Path(artifact_path).name
-            df.to_parquet(p, index=False)
-            self.log_artifact(p, str(Path(artifact_path).parent) if Path(artifact_path).parent != Path(".") else None)
-
-    def log_dict(self, obj: dict, artifact_path: str) -> None:
-        self._call("log_dict", obj, artifact_path)
-
-    def log_dataset(self, df, name: str, context: str, source: str | None = None) -> None:
-        """Record a dataset as an MLflow run input (schema + digest), e.g. the documents a job read."""
-        if self._c is None:
-            return
-        import mlflow.data
-        from mlflow.entities import DatasetInput, InputTag
-
-        ds = mlflow.data.from_pandas(df, name=name, source=source)
-        self._call("log_inputs", datasets=[DatasetInput(ds._to_mlflow_entity(), [InputTag("mlflow.data.context", context)])])
-
 
 def _named(namedlist) -> dict[str, Any]:
     try:
@@ -280,58 +180,75 @@ def _redirect_to(log_path: str | None) -> Iterator[None]:
             os.close(saved_fds[0]), os.close(saved_fds[1])
 
 
+def _limit_threads(threads: int) -> None:
+    """Give torch the rule's threads without importing it: a job that never uses torch should not pay ~1.5 s.
+    torch reads OMP_NUM_THREADS when it is first imported; one imported already is set directly."""
+    n = str(max(1, int(threads)))
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(int(n))
+    else:
+        os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = n
+
+
+def _open_job_record(smk, log_path: str | None) -> Path:
+    """The job's record in the invocation's spool (or, outside one, the direct spool): tags, job key, name."""
+    rule, wildcards, params = smk.rule, _named(smk.wildcards), _named(smk.params)
+    key = job_key(rule, wildcards, params, input_digest(list(smk.input)))
+    tags = {"snakemake.rule": rule, "job_key": key, "git_sha": git_sha(), "host": socket.gethostname(),
+            **{f"wc.{k}": str(v) for k, v in wildcards.items()}}
+    if os.environ.get("SLURM_JOB_ID"):
+        tags["slurm_job_id"] = os.environ["SLURM_JOB_ID"]
+    if os.environ.get(ENV_PARENT):
+        tags["mlflow.parentRunId"] = os.environ[ENV_PARENT]
+    wc_text = ",".join(f"{k}={v}" for k, v in wildcards.items())
+    spool = Path(os.environ[ENV_SPOOL]) if os.environ.get(ENV_SPOOL) else spool_root() / "direct"
+    return open_record(spool, {"rule": rule, "wildcards": {k: str(v) for k, v in wildcards.items()}, "tags": tags,
+                               "run_name": f"{rule}[{wc_text}]" if wc_text else rule,
+                               "log": os.path.abspath(log_path) if log_path else None})
+
+
+def _close_job_record(run: JobRun, status: str, log_path: str | None) -> None:
+    """Stage the finished log, publish end.json, and log the record now unless the invocation's logger will."""
+    if log_path and Path(log_path).is_file():
+        run.log_artifact(log_path, "logs")
+    if not close_record(run.record, status):
+        print(f"lmcal tracking: {run.record} was closed by the invocation (as crashed) before the job ended",
+              file=sys.stderr)
+        return
+    if _LOGGER is not None and run.record.parent == _LOGGER.spool:
+        _LOGGER.ingest(run.record)  # the logger lives in this process: no need to wait for its next poll
+    elif not os.environ.get(ENV_SPOOL):
+        try:  # no invocation is listening: log it ourselves (this imports MLflow)
+            ingest.ingest_record(client(), ensure_experiment(), run.record)
+        except Exception as exc:
+            print(f"lmcal tracking: could not log {run.record} ({type(exc).__name__}: {exc}); it is kept for "
+                  "the next invocation", file=sys.stderr)
+
+
 @contextlib.contextmanager
 def job_run(smk, *, log_outputs: bool = True) -> Iterator[JobRun]:
-    """Child MLflow run for one Snakemake job (see module docstring)."""
+    """Child MLflow run for one Snakemake job (see module docstring): stdout/stderr go to the rule's log, the
+    outputs and the log become artifacts, and an exception makes the run FAILED (and is re-raised)."""
     log_path = smk.log[0] if len(smk.log) else None
-    with _redirect_to(log_path):
-        try:
-            import torch
-
-            torch.set_num_threads(max(1, int(smk.threads)))
-        except ImportError:
-            pass
-        if not enabled():
-            yield JobRun(None)
-            return
-        rule = smk.rule
-        wildcards = _named(smk.wildcards)
-        params = _named(smk.params)
-        key = job_key(rule, wildcards, params, input_digest(list(smk.input)))
-        exp_id = ensure_experiment()
-        c = client()
-        wc_filter = " and ".join(f"tags.`wc.{k}` = '{v}'" for k, v in wildcards.items())
-        flt = f"tags.`snakemake.rule` = '{rule}'" + (f" and {wc_filter}" if wc_filter else "")
-        for old in _retry(c.search_runs)([exp_id], filter_string=flt, max_results=1000):
-            if old.data.tags.get("job_key") == key:
-                _retry(c.delete_run)(old.info.run_id)  # an identical rerun replaces the old run
-            else:
-                _retry(c.set_tag)(old.info.run_id, "superseded", "true")
-        tags = {"snakemake.rule": rule, "job_key": key, "git_sha": git_sha(), "host": socket.gethostname(),
-                **{f"wc.{k}": str(v) for k, v in wildcards.items()}}
-        if os.environ.get("SLURM_JOB_ID"):
-            tags["slurm_job_id"] = os.environ["SLURM_JOB_ID"]
-        parent = os.environ.get(ENV_PARENT)
-        if parent:
-            tags["mlflow.parentRunId"] = parent
-        wc_text = ",".join(f"{k}={v}" for k, v in wildcards.items())
-        run_info = _retry(c.create_run)(exp_id, run_name=f"{rule}[{wc_text}]" if wc_text else rule, tags=tags)
-        run = JobRun(run_info.info.run_id)
-        run.log_params(params)
-        status = "FAILED"
-        try:
-            yield run
-            status = "FINISHED"
-        except BaseException:
-            traceback.print_exc()  # into the rule's log, before the redirect ends
-            raise
-        finally:
+    run, status = None, "FAILED"
+    try:
+        with _redirect_to(log_path):
+            _limit_threads(smk.threads)
+            if not enabled():
+                yield JobRun(None)
+                return
+            run = JobRun(_open_job_record(smk, log_path))
+            run.log_params(_named(smk.params))
             try:
+                yield run
+                status = "FINISHED"
+            except BaseException:
+                traceback.print_exc()  # into the rule's log, before the redirect ends
+                raise
+            finally:
                 if log_outputs and status == "FINISHED":
                     for path, art_dir in _output_files(list(smk.output)):
-                        run.log_artifact(path, art_dir)
-                sys.stdout.flush(), sys.stderr.flush()
-                if log_path and Path(log_path).exists():
-                    run.log_artifact(log_path, "logs")
-            finally:
-                _retry(c.set_terminated)(run.run_id, status)
+                        run.log_artifact(path, art_dir, link=True)
+    finally:
+        if run is not None:
+            _close_job_record(run, status, log_path)

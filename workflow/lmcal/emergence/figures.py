@@ -28,6 +28,13 @@ def _seed_points(ax, pts: pd.DataFrame, metric: str, colour) -> None:
     ax.scatter(pts["n_params"], pts[metric], s=10, alpha=0.35, color=colour, lw=0)
 
 
+def _seed_band(ax, g: pd.DataFrame, metric: str, colour, label: str | None = None) -> None:
+    """Seed mean (line) with its min-max over seeds (band), where seed_means gave the spread."""
+    ax.plot(g["n_params"], g[metric], "o-", ms=3, color=colour, label=label)
+    if f"{metric}_min" in g and (g["n_seeds"] > 1).any():
+        ax.fill_between(g["n_params"], g[f"{metric}_min"], g[f"{metric}_max"], color=colour, alpha=0.18, lw=0)
+
+
 def plot_loss_scaling(points: pd.DataFrame, law, fit_sizes: Sequence[float]):
     """F1: held-out CE of every rung vs N (log-log) with the E + A·N^-α fit, its band and held-out sizes."""
     fig, (ax, rax) = plt.subplots(2, 1, figsize=(5, 5), sharex=True, gridspec_kw=dict(height_ratios=[3, 1]))
@@ -80,8 +87,8 @@ def plot_mirage_panel(
         "brier",
     ),
 ):
-    """F2: rows = components, columns = metrics from the same outputs; dashed = Mirage prediction from the
-    per-token CE fit (EM = p^L, edit distance/L = 1 − p)."""
+    """F2: rows = components, columns = metrics from the same outputs (seed mean, band = min-max over seeds);
+    dashed = Mirage prediction from the per-token CE fit (EM = p^L, edit distance/L = 1 − p)."""
     fig, axes = _grid(len(components), len(metrics), sharex=True)
     for r, comp in enumerate(components):
         g, pts = means[means["component"] == comp], points[points["component"] == comp]
@@ -91,7 +98,7 @@ def plot_mirage_panel(
                 ax.set_axis_off()
                 continue
             _seed_points(ax, pts, m, "C0")
-            ax.plot(g["n_params"], g[m], "o-", ms=3, color="C0")
+            _seed_band(ax, g, m, "C0")
             pred = {"exact_match": "em_pred", "norm_edit_distance": "ned_pred"}.get(m)
             if pred and comp in mirage:
                 ax.plot(g["n_params"], mirage[comp][pred], "--", color="C3", label="Mirage p^L / 1−p")
@@ -106,12 +113,12 @@ def plot_mirage_panel(
 
 
 def plot_axis_artefact(means: pd.DataFrame, components: Sequence[str]):
-    """F3: exact match vs N on a linear and a log axis (same points)."""
+    """F3: exact match vs N on a linear and a log axis (same points; seed mean, band = min-max over seeds)."""
     fig, axes = _grid(1, 2, w=4.5)
-    for comp in components:
+    for i, comp in enumerate(components):
         g = means[means["component"] == comp]
         for ax in axes[0]:
-            ax.plot(g["n_params"], g["exact_match"], "o-", ms=3, label=comp)
+            _seed_band(ax, g, "exact_match", f"C{i % 10}", label=comp)
     axes[0, 0].set(xlabel="N (linear)", ylabel="exact match", title="F3 linear x")
     axes[0, 1].set(xscale="log", xlabel="N (log)", title="F3 log x")
     axes[0, 1].legend(fontsize=7)
@@ -256,7 +263,7 @@ def plot_scratchpad(means: pd.DataFrame, crossovers: Sequence[dict]):
         nd = cr["n_digits"]
         for fmt, colour in (("direct", "C0"), ("scratchpad", "C1")):
             g = means[means["component"] == f"add{nd}-{fmt}"]
-            ax.plot(g["n_params"], g["exact_match"], "o-", ms=3, color=colour, label=fmt)
+            _seed_band(ax, g, "exact_match", colour, label=fmt)
         if np.isfinite(cr["crossover_n"]):
             ax.axvline(cr["crossover_n"], color="k", lw=1, label=f"crossover {cr['crossover_n']:.3g}")
             if np.isfinite(cr["crossover_lo"]):

@@ -10,9 +10,12 @@ import numpy as np
 import pandas as pd
 
 from lmcal.core import io
+from lmcal.core.claims import claim
 from lmcal.emergence import analysis as an
 from lmcal.emergence.forecast import backtest, fit_task_law, two_step_forecast
+from lmcal.emergence import verdicts
 from lmcal.emergence.metrics import METRICS, SHARP, SOFT
+from lmcal.emergence.verdicts import sharp_vs_smooth
 from lmcal.scaling.fit import fit_power_law
 from lmcal.scaling.settings import FitSettings
 
@@ -26,11 +29,15 @@ def ladder_points(curves: pd.DataFrame, final_only: bool = True) -> pd.DataFrame
 
 
 def seed_means(points: pd.DataFrame) -> pd.DataFrame:
-    """Mean over seeds per (component, size): one curve point per size, with n_seeds."""
+    """Mean over seeds per (component, size): one curve point per size, with n_seeds and, per metric, its
+    min and max over seeds (``{metric}_min``/``{metric}_max``: the spread the figures draw)."""
     cols = [m for m in METRICS if m in points] + ["heldout_ce", "target_len"]
     cols = [c for c in cols if c in points]
     g = points.groupby(["component", "size", "n_params"], sort=True)
     out = g[cols].mean().reset_index()
+    spread = [m for m in METRICS if m in points]
+    out = out.join(g[spread].min().reset_index(drop=True).add_suffix("_min"))
+    out = out.join(g[spread].max().reset_index(drop=True).add_suffix("_max"))
     out["n_seeds"] = g["seed"].nunique().to_numpy()
     return out.sort_values(["component", "n_params"]).reset_index(drop=True)
 
@@ -243,6 +250,12 @@ def analyze(curves: pd.DataFrame, scores: pd.DataFrame, pass_until: pd.DataFrame
             pu_vs_p_exact_max_abs_diff=float((g["pu_pooled"] - g["p_exact"]).abs().max()),
         )
     res["sharp_vs_smooth"] = sharp_vs_smooth(em_table)
+    seeds = verdicts.per_seed(points, lambda p: emergence_table(seed_means(p)))
+    res["n_seeds"] = len(verdicts.complete_seeds(points))
+    res["claims"] = verdicts.curve_claims(points, res["sharp_vs_smooth"], seeds) + verdicts.forecast_claims(
+        pd.concat(forecasts, ignore_index=True) if forecasts else pd.DataFrame(), points
+    )
+    res["seed_table"] = verdicts.seed_table(points)
     tables = dict(
         means=means,
         emergence_scores=em_table,
@@ -251,38 +264,6 @@ def analyze(curves: pd.DataFrame, scores: pd.DataFrame, pass_until: pd.DataFrame
         backtest=pd.concat(backtests, ignore_index=True) if backtests else pd.DataFrame(),
     )
     return dict(results=res, tables=tables, fits=dict(loss=f1["law"]), settings=settings)
-
-
-def sharp_vs_smooth(em_table: pd.DataFrame, min_rise: float = 0.1) -> dict:
-    """Per component: does EM jump while edit distance and log-probability change smoothly on the same ladder?
-
-    Uses the early share (``analysis.early_share``: share of the total change reached by the geometric middle
-    of the sizes) and reports the emergence scores beside it. ``em_jumps_soft_smooth`` is True when EM rose by
-    at least ``min_rise`` and its early share is below half of both soft metrics' early shares.
-    """
-    out = {}
-    for comp, g in em_table.groupby("component"):
-        t = g.set_index("metric")
-        if not {"exact_match", "norm_edit_distance", "target_logprob"} <= set(t.index):
-            continue
-        sh = {
-            m: float(t.loc[m, "early_share"]) for m in ("exact_match", "norm_edit_distance", "target_logprob")
-        }
-        rise = float(t.loc["exact_match", "y_last"] - t.loc["exact_match", "y_first"])
-        soft = min(sh["norm_edit_distance"], sh["target_logprob"])
-        out[comp] = dict(
-            em_rise=rise,
-            em_early_share=sh["exact_match"],
-            edit_distance_early_share=sh["norm_edit_distance"],
-            logprob_early_share=sh["target_logprob"],
-            em_score=float(t.loc["exact_match", "score"]),
-            edit_distance_score=float(t.loc["norm_edit_distance", "score"]),
-            logprob_score=float(t.loc["target_logprob", "score"]),
-            em_jumps_soft_smooth=bool(
-                rise >= min_rise and np.isfinite(soft) and sh["exact_match"] < 0.5 * soft
-            ),
-        )
-    return out
 
 
 def summarize(rep: dict, curves: pd.DataFrame) -> dict:
@@ -303,6 +284,9 @@ def summarize(rep: dict, curves: pd.DataFrame) -> dict:
     out = dict(
         n_sizes=res["n_sizes"],
         n_rungs=res["n_rungs"],
+        n_seeds_every_size=res["n_seeds"],
+        claims=res["claims"] + loss_claims(res["loss_scaling"]),
+        seed_table=res["seed_table"],
         n_points_with_checkpoints=res["n_points_with_checkpoints"],
         n_params_range=[int(means["n_params"].min()), int(means["n_params"].max())],
         headline_components=res["headline"],
@@ -344,6 +328,15 @@ def summarize(rep: dict, curves: pd.DataFrame) -> dict:
         fit_errors=res["errors"],
     )
     return io.jsonable(out)
+
+
+def loss_claims(loss: dict) -> list[dict]:
+    """F1 as a claim: the held-out loss law's exponent with its bootstrap CI (falls with size if alpha > 0)."""
+    alpha, ci = loss["params"].get("alpha"), (loss.get("ci") or {}).get("alpha")
+    return [claim("emergence.loss_scaling.alpha", "held-out LM loss of the task ladder falls as a power law in N",
+                  alpha, ci=ci, interval="bootstrap CI over rungs (nested in sizes), fitted without the largest",
+                  rule="holds if the lower CI bound of alpha in E + A*N^-alpha is > 0",
+                  verdict=bool(ci is not None and ci[0] is not None and ci[0] > 0) if alpha is not None else None)]
 
 
 def headline_metrics(res: dict) -> dict[str, float]:

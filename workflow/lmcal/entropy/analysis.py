@@ -170,6 +170,22 @@ def bootstrap_entce(doc_sums: pd.DataFrame, *, n_boot: int, seed: int | Sequence
             - (w @ ll) / (w @ doc_sums["ll_n"].to_numpy())
 
 
+def with_entce_ci(table: pd.DataFrame, docs: Iterable[pd.DataFrame], *, n_boot: int, seed: int,
+                  ci: float) -> pd.DataFrame:
+    """``table`` plus entce_lo/entce_hi: percentile bootstrap over documents of each (model, dataset, decode)."""
+    bounds = {}
+    for d in docs:
+        if not len(d):
+            continue
+        key = (d["model"].iat[0], d["dataset"].iat[0], d["decode"].iat[0])
+        draws = bootstrap_entce(d, n_boot=n_boot, seed=stable_seed(seed, "entce", *key))
+        draws = draws[np.isfinite(draws)]
+        bounds[key] = np.quantile(draws, [(1 - ci) / 2, (1 + ci) / 2]) if len(draws) else (np.nan, np.nan)
+    keys = list(zip(table["model"], table["dataset"], table["decode"]))
+    lo_hi = np.array([bounds.get(k, (np.nan, np.nan)) for k in keys], dtype=float).reshape(len(keys), 2)
+    return table.assign(entce_lo=lo_hi[:, 0], entce_hi=lo_hi[:, 1])
+
+
 # ---------------------------------------------------------------- tables across models (§4)
 
 def family_of(model: str, families: Mapping[str, Sequence[str]]) -> str:
@@ -343,9 +359,14 @@ def study_summary(table: pd.DataFrame, fits: pd.DataFrame, exponents: pd.DataFra
         keep = [c for c in cols if c in df.columns]
         return io.jsonable(df[keep].to_dict(orient="records"))
 
+    from lmcal.entropy.claims import entropy_claims
+
     return {
         "settings": dict(settings),
-        "entce": records(table, ["model", "dataset", "decode", "family", "temperature", "entce", "entce_finite",
+        "claims": entropy_claims(table, fits, exponents, reference_decode=settings["reference_decode"],
+                                 ci=float(settings.get("ci", 0.95))),
+        "entce": records(table, ["model", "dataset", "decode", "family", "temperature", "entce", "entce_lo",
+                                 "entce_hi", "entce_finite",
                                  "entropy", "logloss", "n_params", "n_params_non_embedding", "n_samples",
                                  "n_tokens_generated", "n_tokens_human"]),
         "size_fits": records(fits, ["family", "dataset", "status", "n_fit", "dropped", "slope", "slope_lo",

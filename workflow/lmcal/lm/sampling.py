@@ -39,6 +39,7 @@ from tqdm.auto import tqdm
 
 from lmcal.core import io
 from lmcal.lm.decode import DecodeConfig, entropy
+from lmcal.lm.future import FutureCalibration, adjust_log_probs, candidate_future, fill_future
 from lmcal.lm.padding import left_pad
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,11 @@ MANIFEST = "manifest.json"
 def sample_rng(seed: int, sample_idx: int) -> np.random.Generator:
     """The private random stream of one sample (independent of batching)."""
     return np.random.default_rng([int(seed), int(sample_idx)])
+
+
+def future_rng(seed: int, sample_idx: int) -> np.random.Generator:
+    """The stream a sample's future-entropy rollouts draw from (separate from its sampling stream)."""
+    return np.random.default_rng([int(seed), int(sample_idx), 1])
 
 
 def draw_from_log_probs(log_probs: torch.Tensor, uniforms: torch.Tensor) -> torch.Tensor:
@@ -76,8 +82,15 @@ def sample_batch(
     eos_token_ids: Iterable[int],
     pad_token_id: int = 0,
     stop_at_eos: bool = True,
+    calibration: FutureCalibration | None = None,
+    future_rngs: Sequence[np.random.Generator] | None = None,
 ) -> list[dict[str, Any]]:
-    """Sample one continuation per prompt; per row: tokens, entropy (nats), logprob, ended_eos."""
+    """Sample one continuation per prompt; per row: tokens, entropy (nats), logprob, ended_eos.
+
+    With an active ``calibration`` (`lmcal.lm.future`, a != 0) each step samples the future-entropy adjusted
+    distribution instead, and its entropy and log-probs are the ones recorded; rollouts draw from
+    ``future_rngs`` (one per prompt), never from the sampling streams, so the draws stay coupled across methods.
+    """
     from transformers import DynamicCache
 
     if max_new_tokens < 1:
@@ -98,6 +111,10 @@ def sample_batch(
     next_pos = pos[:, -1] + 1
     for step in range(max_new_tokens):
         lp = decode.apply(out.logits[:, -1, :])
+        if calibration is not None and calibration.active:
+            frngs = None if future_rngs is None else [future_rngs[r] for r in alive]
+            cand, f_cand = candidate_future(model, cache, mask, next_pos, lp, calibration, frngs, eos.tolist())
+            lp = adjust_log_probs(lp, fill_future(lp, cand, f_cand), calibration.a)
         ent = entropy(lp)
         u = torch.tensor([rngs[r].random() for r in alive], dtype=torch.float64)
         tok = draw_from_log_probs(lp, u)
@@ -166,8 +183,13 @@ def generate_samples(
     keep_shards: bool = False,
     progress: bool = True,
     fingerprint_extra: dict[str, Any] | None = None,
+    sample_range: tuple[int, int] | None = None,
+    calibration: FutureCalibration | None = None,
 ) -> pd.DataFrame:
     """Sample ``samples_per_prompt`` continuations per prompt, shard by shard, resuming finished shards.
+
+    ``sample_range = (lo, hi)`` draws only samples lo..hi-1 (a cluster job's share; shards of ``shard_size``
+    start at lo, so with lo a multiple of ``shard_size`` the batches, hence the rows, equal a full run's).
 
     Sample ``sample_idx = prompt_index * samples_per_prompt + j``. Returns one row per sample with
     `SAMPLE_COLUMNS`, ordered by ``sample_idx``; ``gen_len`` counts generated tokens including a final EOS.
@@ -185,8 +207,14 @@ def generate_samples(
                     seed=seed, batch_size=batch_size, shard_size=shard_size,
                     samples_per_prompt=samples_per_prompt, pad_token_id=pad_token_id, stop_at_eos=stop_at_eos,
                     extra=fingerprint_extra or {})
+    if calibration is not None and calibration.active:  # only then: plain runs keep their fingerprint
+        settings["calibration"] = calibration.to_dict()
+    n_all = len(prompts) * samples_per_prompt
+    lo, hi = (0, n_all) if sample_range is None else (max(0, sample_range[0]), min(n_all, sample_range[1]))
+    if sample_range is not None:  # only then: shards of existing full runs keep their fingerprint
+        settings["sample_range"] = [lo, hi]
     shard_dir = prepare_shard_dir(shard_dir, _fingerprint(settings, prompts, doc_ids))
-    n_total = len(prompts) * samples_per_prompt
+    n_total = max(0, hi - lo)
     n_shards = -(-n_total // shard_size)
     done = _complete_shards(shard_dir)
     bar = tqdm(total=n_total, desc="sampling", unit="seq", disable=not progress)
@@ -194,14 +222,15 @@ def generate_samples(
     for k in range(n_shards):
         if k in done:
             continue
-        idx = list(range(k * shard_size, min((k + 1) * shard_size, n_total)))
+        idx = list(range(lo + k * shard_size, lo + min((k + 1) * shard_size, n_total)))
         records = []
         for b in range(0, len(idx), batch_size):
             batch = idx[b:b + batch_size]
             batch_prompts = [prompts[i // samples_per_prompt] for i in batch]
             rows = sample_batch(model, batch_prompts, [sample_rng(seed, i) for i in batch], decode=decode,
                                 max_new_tokens=max_new_tokens, eos_token_ids=eos_token_ids,
-                                pad_token_id=pad_token_id, stop_at_eos=stop_at_eos)
+                                pad_token_id=pad_token_id, stop_at_eos=stop_at_eos, calibration=calibration,
+                                future_rngs=[future_rng(seed, i) for i in batch])
             for i, p, r in zip(batch, batch_prompts, rows):
                 records.append({"doc_id": str(doc_ids[i // samples_per_prompt]), "sample_idx": i,
                                 "prompt_len": len(p), "gen_len": len(r["tokens"]), **r})
@@ -209,8 +238,8 @@ def generate_samples(
         io.write_parquet(samples_frame(records), shard_dir / f"shard-{k:05d}.parquet")
     bar.close()
     df = merge_shards(shard_dir, n_shards)
-    if len(df) != n_total or not (df["sample_idx"].to_numpy() == np.arange(n_total)).all():
-        raise RuntimeError(f"shards in {shard_dir} do not cover samples 0..{n_total - 1} exactly once")
+    if len(df) != n_total or not (df["sample_idx"].to_numpy() == np.arange(lo, lo + n_total)).all():
+        raise RuntimeError(f"shards in {shard_dir} do not cover samples {lo}..{lo + n_total - 1} exactly once")
     if not keep_shards:
         shutil.rmtree(shard_dir, ignore_errors=True)
     return df
@@ -232,4 +261,6 @@ def merge_shards(shard_dir: str | os.PathLike, n_shards: int) -> pd.DataFrame:
     if missing:
         raise FileNotFoundError(f"shards missing in {shard_dir}: {missing[:5]}")
     frames = [pd.read_parquet(shard_dir / f"shard-{k:05d}.parquet") for k in range(n_shards)]
+    if not frames:  # an empty sample range
+        return samples_frame([])
     return pd.concat(frames, ignore_index=True).sort_values("sample_idx", kind="stable").reset_index(drop=True)

@@ -19,7 +19,48 @@ import torch
 from lmcal.core import io
 
 MODEL_INFO = "model_info.json"
+WEIGHTS_FILE = "model.safetensors"  # one file per model dir, so rules can declare the weights as an output
+SINGLE_FILE = "100000GB"  # save_pretrained max_shard_size that never splits the weights
 SOURCES = ("hub", "local", "gguf")
+
+# Which rule writes a file, so a load error can say how to make it again (first match wins).
+PRODUCERS = (("results/models/ladder-", "train_ladder_model"), ("--sft-", "sft_train"),
+             ("results/models/", "cache_model"), ("results/ladder/tokens", "train_tokenizer"),
+             ("results/sft/vd/tokenizer-", "sft_vd_tokenizer"))
+
+
+def remake_hint(path: str | os.PathLike) -> str:
+    """What to do about a broken file: delete it and rerun; name the rule that writes it when known."""
+    rule = next((r for key, r in PRODUCERS if key in Path(path).as_posix()), None)
+    made = f"; rule {rule} writes it again" if rule else ""
+    return f"delete it and rerun snakemake{made}"
+
+
+def check_safetensors(path: str | os.PathLike) -> None:
+    """Raise OSError naming ``path`` unless its header is complete and its tensors fit in the file.
+
+    A truncated copy otherwise fails inside safetensors as "invalid header length" with no path."""
+    import json
+    import struct
+
+    path = Path(path)
+    size = path.stat().st_size
+    problem = None
+    with path.open("rb") as f:
+        head = f.read(8)
+        n = struct.unpack("<Q", head)[0] if len(head) == 8 else None
+        if n is None or 8 + n > size:
+            problem = f"header incomplete ({size} bytes)"
+        else:
+            try:
+                header = json.loads(f.read(n))
+                end = max((t["data_offsets"][1] for k, t in header.items() if k != "__metadata__"), default=0)
+                if 8 + n + end > size:
+                    problem = f"tensor data ends at byte {8 + n + end}, file has {size}"
+            except (ValueError, KeyError, TypeError) as e:
+                problem = f"unreadable header ({e})"
+    if problem:
+        raise OSError(f"{path}: truncated or corrupt safetensors file, {problem}: {remake_hint(path)}")
 
 
 @dataclass
@@ -85,8 +126,13 @@ def fetch_model(spec: dict[str, Any], dtype: torch.dtype = torch.float32):
     trust = bool(spec.get("trust_remote_code", False))
     if source == "hub":
         kw = dict(revision=spec.get("revision"), trust_remote_code=trust)
-        tok = AutoTokenizer.from_pretrained(spec["id"], **kw)
-        model = AutoModelForCausalLM.from_pretrained(spec["id"], dtype=dtype, **kw)
+        try:
+            tok = AutoTokenizer.from_pretrained(spec["id"], **kw)
+            model = AutoModelForCausalLM.from_pretrained(spec["id"], dtype=dtype, **kw)
+        except Exception as e:
+            if _hub_unreachable(e):
+                raise ConnectionError(hub_unreachable_message(spec["id"])) from e
+            raise
         return model, tok, spec["id"], resolved_revision(model, spec.get("revision"))
     if source == "local":
         tok = AutoTokenizer.from_pretrained(spec["path"], trust_remote_code=trust)
@@ -98,6 +144,32 @@ def fetch_model(spec: dict[str, Any], dtype: torch.dtype = torch.float32):
         model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype)
         return model, tok, str(path), spec.get("revision") or _package_version(spec.get("package"))
     raise ValueError(f"models: source must be one of {SOURCES}, got {source!r}")
+
+
+def _hub_unreachable(exc: BaseException) -> bool:
+    """Whether a from_pretrained failure means "no network / offline and not cached" (not a bad id)."""
+    from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (LocalEntryNotFoundError, OfflineModeIsEnabled, ConnectionError, TimeoutError)):
+            return True
+        text = str(seen).lower()
+        if "couldn't connect" in text or "offline mode" in text or "hf_hub_offline" in text:
+            return True
+        if type(seen).__name__ in ("ConnectError", "ConnectTimeout", "ConnectionError"):  # httpx / requests
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def hub_unreachable_message(model_id: str) -> str:
+    from huggingface_hub import constants
+
+    offline = " (HF_HUB_OFFLINE=1 is set)" if constants.HF_HUB_OFFLINE else ""
+    return (f"models: hub id {model_id!r} is not in the local cache {constants.HF_HUB_CACHE} and the hub is "
+            f"unreachable or offline{offline}. Download it where there is network (hf download {model_id}) "
+            f"and copy the cache here (HF_HOME), or point the model at files on disk with source: local, path: ...")
 
 
 def resolved_revision(model, requested: str | None) -> str:
@@ -148,7 +220,7 @@ def save_model_dir(model, tokenizer, info: ModelInfo, out_dir: str | os.PathLike
     if hasattr(model, "is_quantized"):
         model.is_quantized = False
     with io.atomic_dir(out_dir) as tmp:
-        model.save_pretrained(tmp, safe_serialization=True)
+        model.save_pretrained(tmp, safe_serialization=True, max_shard_size=SINGLE_FILE)
         tokenizer.save_pretrained(tmp)
         io.write_json(dataclasses.asdict(info), Path(tmp) / MODEL_INFO)
     return info
@@ -182,12 +254,24 @@ def load_model(path: str | os.PathLike, device: str = "cpu", dtype: torch.dtype 
         path = path.parent
     if not (path / "config.json").exists():
         raise FileNotFoundError(f"models: {path} is not a model directory (no config.json)")
+    for weights in sorted(path.glob("*.safetensors")):
+        check_safetensors(weights)
     tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=trust_remote_code)
+    check_vocab(tok, model, path)
     model.to(device).eval()
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return model, tok
+
+
+def check_vocab(tokenizer, model, where: str | os.PathLike) -> None:
+    """A tokenizer whose ids reach past the model's embedding rows does not belong to it (a model may have
+    more rows than tokens: padded vocabularies are normal)."""
+    n_tok, n_model = len(tokenizer), int(model.get_input_embeddings().num_embeddings)
+    if n_tok > n_model:
+        raise ValueError(f"models: {where}: the tokenizer has {n_tok} tokens but the model's embedding has "
+                         f"{n_model} rows: tokenizer and weights come from different models")
 
 
 # ------------------------------------------------------------------------------------------ workflow step

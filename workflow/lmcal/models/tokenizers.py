@@ -57,6 +57,11 @@ def save_token_streams(path: str | Path, **streams: np.ndarray) -> None:
 
 
 def load_token_streams(path: str | Path) -> dict[str, np.ndarray]:
+    from lmcal.models.store import check_safetensors
+
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{path}: no token-stream file")
+    check_safetensors(path)  # a truncated file names itself instead of "invalid header length"
     return {k: v.numpy() for k, v in load_file(str(path)).items()}
 
 

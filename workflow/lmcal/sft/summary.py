@@ -139,6 +139,7 @@ def summarize(runs: list[dict], pairs: list[tuple[str, str]], metric_paths: list
     """Everything the summary rule writes: tables, figures and the summary dict (JSON-ready)."""
     from lmcal.core import io
     from lmcal.sft import figures as figs
+    from lmcal.sft.claims import sft_claims
     from lmcal.sft import vd as vd_study
 
     metrics = collect_metrics(pairs, metric_paths)
@@ -162,5 +163,7 @@ def summarize(runs: list[dict], pairs: list[tuple[str, str]], metric_paths: list
         out["figures"]["vd_effect"] = figs.ls_effect_vs_v_over_d(vd, title="V/D study: LS effect vs V/D")
         out["figures"]["vd_gap"] = figs.logit_gap_vs_delta_star(rows)
         summary["vd"] = {"table": to_records(vd), "findings": vd_study.vd_findings(vd), "rows": to_records(rows)}
+    items = {pair: io.read_parquet(p) for pair, p in zip(pairs, item_paths)}
+    summary["claims"] = sft_claims(runs, items, out.get("vd_table"), n_bins=n_bins, binning=binning)
     out["summary"] = summary
     return out

@@ -1,0 +1,89 @@
+"""README results section (lmcal.report): machine facts, rendering, splice, snapshots and the number check."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from lmcal.core.claims import claim
+from lmcal.report.__main__ import main
+from lmcal.report.machine import cpu_facts, describe, machine_info
+from lmcal.report.results import BEGIN, END, check_section, fmt, render_section, section_of, snapshot, splice
+
+ROOT = Path(__file__).resolve().parents[1]
+MACHINE = {"cpu": "Test CPU 8480+", "isa": "AVX-512", "cores": 2, "torch": "2.5.1", "date": "2026-12-01",
+           "wall_minutes": None}
+SUMMARY = {"claims": [
+    claim("emergence.jump.add1-scratchpad", "add1-scratchpad: exact match jumps", 0.12345, ci=[0.05, 0.2],
+          interval="min-max over 3 seeds", rule="jump if EM rises >= 0.1 and its early share < 0.5 x ...",
+          verdict=True, seed_verdicts=[True, True, False]),
+    claim("emergence.threshold.add1-scratchpad", "threshold size", 55536.0, ci=[25248.0, 100672.0],
+          interval="min-max over 3 seeds", rule="smallest N with EM >= 0.5", verdict=True,
+          seed_verdicts=[True, False, True]),
+]}
+
+
+def _readme(tmp_path: Path) -> Path:
+    snap = snapshot("emergence", SUMMARY, MACHINE, "results/emergence/summary.json")
+    (tmp_path / "snap").mkdir()
+    (tmp_path / "snap" / "emergence.json").write_text(json.dumps(snap))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Title 1\n\nintro 42\n\n{BEGIN}\n{END}\n\n## Configuration 7\n")
+    assert main(["splice", "--snapshots", str(tmp_path / "snap"), "--readme", str(readme)]) == 0
+    return readme
+
+
+def test_cpu_facts_name_the_instruction_set():
+    text = "processor: 0\nmodel name\t: Intel Xeon X\nflags\t\t: fpu sse2 avx avx2 avx512f\nmodel name: other\n"
+    assert cpu_facts(text) == {"cpu": "Intel Xeon X", "isa": "AVX-512"}
+    assert cpu_facts(text.replace(" avx512f", ""))["isa"] == "AVX2"
+    assert cpu_facts("model name: Y\nflags: sse2\n")["isa"] is None
+    m = machine_info(wall_minutes=17.04, date="2026-01-02")
+    assert m["cores"] >= 1 and m["wall_minutes"] == 17.0 and m["date"] == "2026-01-02"
+    assert "17.0 min wall" in describe(m) and "2026-01-02" in describe(m)
+
+
+def test_splice_writes_snapshot_and_section_and_keeps_the_rest(tmp_path):
+    readme = _readme(tmp_path)
+    text = readme.read_text()
+    assert text.startswith("# Title 1\n\nintro 42\n\n") and text.endswith(f"{END}\n\n## Configuration 7\n")
+    sec = section_of(text)
+    assert "`docs/results/emergence.json`" in sec and "AVX-512" in sec and "2/3" in sec
+    assert fmt(0.12345) in sec and "55536" in sec and "[0.05, 0.2] (min-max over 3 seeds)" in sec
+    snap = json.loads((tmp_path / "docs/results/emergence.json").read_text())
+    assert snap["claims"] == SUMMARY["claims"] and snap["machine"]["isa"] == "AVX-512"
+    assert check_section(text, tmp_path) == []
+    # splicing again replaces the section instead of appending a second one
+    main(["splice", "--snapshots", str(tmp_path / "snap"), "--readme", str(readme), "--wall-minutes", "17.3"])
+    again = readme.read_text()
+    assert again.count(BEGIN) == 1 and "17.3 min wall" in again and check_section(again, tmp_path) == []
+
+
+def test_check_catches_hand_edited_and_uncited_numbers(tmp_path):
+    readme = _readme(tmp_path)
+    text = readme.read_text()
+    edited = text.replace(fmt(0.12345), "0.135")
+    assert check_section(edited, tmp_path) == ["docs/results/emergence.json: number 0.135 is not in the snapshot"]
+    assert main(["check", "--readme", str(readme)]) == 0
+    readme.write_text(edited)
+    assert main(["check", "--readme", str(readme)]) == 1
+    uncited = splice(text, "The model reaches 0.99.\n")
+    assert check_section(uncited, tmp_path)[0].startswith("numbers before the first")
+    (tmp_path / "docs/results/emergence.json").unlink()
+    assert check_section(text, tmp_path) == ["docs/results/emergence.json: cited snapshot does not exist"]
+
+
+def test_bad_inputs_name_the_problem():
+    with pytest.raises(ValueError, match="exactly one"):
+        splice("no markers here", "x")
+    with pytest.raises(ValueError, match="has no 'claims'"):
+        snapshot("sft", {"table": []}, MACHINE, "results/sft/summary.json")
+    assert render_section({}, describe).startswith("<!-- generated")
+
+
+def test_readme_results_section_matches_its_snapshots():
+    """The committed README: one marker pair, every number in the section is in docs/results/<study>.json."""
+    readme = (ROOT / "README.md").read_text()
+    assert check_section(readme, ROOT) == []

@@ -1,0 +1,54 @@
+"""``python -m lmcal.report splice``: put the generated results section into README.md.
+
+Copies the snapshots the ``results_section`` rule wrote (results/report/snapshot/<study>.json) to docs/results/,
+renders the section from them (``--wall-minutes`` adds the run's wall time to the machine line) and replaces the
+text between README's results markers; then checks that every number in it is in the snapshot it cites.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from lmcal.report.machine import describe
+from lmcal.report.results import check_section, render_section, splice
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m lmcal.report", description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    sp = sub.add_parser("splice", help="copy snapshots to docs/results and splice the section into README.md")
+    sp.add_argument("--snapshots", default="results/report/snapshot", help="the rule's snapshot folder")
+    sp.add_argument("--readme", default="README.md")
+    sp.add_argument("--docs", default="docs/results", help="where the committed snapshots live")
+    sp.add_argument("--wall-minutes", type=float, default=None, help="wall time of the measured run")
+    ck = sub.add_parser("check", help="check README's results section against docs/results (exit 1 on problems)")
+    ck.add_argument("--readme", default="README.md")
+    args = ap.parse_args(argv)
+    readme = Path(args.readme)
+    root = readme.resolve().parent
+    if args.command == "splice":
+        files = sorted(Path(args.snapshots).glob("*.json"))
+        if not files:
+            raise SystemExit(f"--snapshots {args.snapshots}: no <study>.json (build results/report/results.md first)")
+        snaps = {}
+        for f in files:
+            snap = json.loads(f.read_text())
+            if args.wall_minutes is not None:
+                snap["machine"]["wall_minutes"] = round(args.wall_minutes, 1)
+            snaps[f.stem] = snap
+        docs = root / args.docs if not Path(args.docs).is_absolute() else Path(args.docs)
+        docs.mkdir(parents=True, exist_ok=True)
+        for study, snap in snaps.items():
+            (docs / f"{study}.json").write_text(json.dumps(snap, indent=1, sort_keys=True) + "\n")
+        readme.write_text(splice(readme.read_text(), render_section(snaps, describe)))
+    problems = check_section(readme.read_text(), root)
+    for p in problems:
+        print(p, file=sys.stderr)
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,17 @@
+"""Adapter: fit a on half the prompt documents, sample the other half with the calibrated sampler (one model)."""
+
+from pathlib import Path
+
+from lmcal.core.tracking import job_run
+from lmcal.entropy.calibrate import run_calibration
+
+p, i, o = snakemake.params, snakemake.input, snakemake.output
+with job_run(snakemake) as run:
+    result = run_calibration(
+        Path(i.info).parent, list(i.prompts), list(i.docs), list(o.records), list(o.samples), methods=p.methods,
+        decodes=p.decodes, a_grid=p.a_grid, fit_fraction=p.fit_fraction, split_seed=p.split_seed, seed=p.seed,
+        max_new_tokens=p.max_new_tokens, samples_per_prompt=p.samples_per_prompt, batch_size=p.batch_size,
+        max_len=p.max_len, reference_decode=p.reference_decode)
+    for key, r in result.items():
+        run.log_metrics({f"{name}.{key.replace('/', '.')}": v for name, v in r.items()})
+        print(f"{key}: a {r['a']:g}, EntCE {r['entce']:.4f}, log loss {r['logloss']:.4f} nats/token")
