@@ -27,6 +27,10 @@ for f in /etc/slurm/slurm.conf /etc/slurm/slurmdbd.conf; do
   fi
 done
 mkdir -p "$STATE" && chmod 700 "$STATE"
+if [ -s "$STATE/slurmd.pid" ] && kill -0 "$(cat "$STATE/slurmd.pid")" 2>/dev/null && scontrol ping 2>/dev/null | grep -q UP
+then
+  echo "slurm-up: already up ($(sinfo -h -o '%P %D %t'))"; exit 0
+fi
 HOST=$(hostname -s)
 getent ahostsv4 "$HOST" | grep -q '^127\.' || { echo "slurm-up: $HOST must resolve to 127.x (/etc/hosts)" >&2; exit 1; }
 

@@ -1,5 +1,5 @@
-"""Start the README's cluster tracking setup (``mlflow server`` on 127.0.0.1, SQLite backend, proxied artifacts)
-for tests that run jobs against it."""
+"""Start the README's cluster tracking setup (``mlflow server`` on 127.0.0.1, SQLite backend, proxied
+artifacts) for tests that run jobs against it."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 
 def free_port() -> int:
@@ -20,9 +20,22 @@ def free_port() -> int:
 
 def server_command(root: Path, port: int) -> list[str]:
     """The README's command (Clusters section), with the store and artifacts under ``root``."""
-    return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-            "--artifacts-destination", str(root / "mlartifacts"), "--host", "127.0.0.1", "--port", str(port),
-            "--workers", "1"]
+    return [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{root / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(root / "mlartifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
 
 
 @contextlib.contextmanager
@@ -56,5 +69,8 @@ def mlflow_server(root: Path, timeout: float = 180.0) -> Iterator[str]:
 def server_errors(root: Path) -> list[str]:
     """Lines of the server log that report a failed request or an exception."""
     text = (root / "server.log").read_text()
-    return [line for line in text.splitlines()
-            if "Traceback" in line or " 500 " in line or "ERROR" in line or "Exception" in line]
+    return [
+        line
+        for line in text.splitlines()
+        if "Traceback" in line or " 500 " in line or "ERROR" in line or "Exception" in line
+    ]

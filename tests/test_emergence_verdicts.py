@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
 from lmcal.core.claims import KEYS, check_claims, claim
 from lmcal.emergence import verdicts
 from lmcal.emergence.report import emergence_table, seed_means

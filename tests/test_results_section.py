@@ -6,7 +6,6 @@ import json
 from pathlib import Path
 
 import pytest
-
 from lmcal.core.claims import claim
 from lmcal.report.__main__ import main
 from lmcal.report.machine import cpu_facts, describe, machine_info
@@ -23,6 +22,10 @@ SUMMARY = {"claims": [
           interval="min-max over 3 seeds", rule="smallest N with EM >= 0.5", verdict=True,
           seed_verdicts=[True, False, True]),
 ]}
+SUMMARY["headline_components"] = ["add1-scratchpad"]
+SUMMARY["seed_table"] = {c: [{"size": "h48", "n_params": 55536, "n_seeds": 3, "exact_match": [0.687, 0.06, 1.0],
+                              "norm_edit_distance": [0.1, 0.0, 0.3], "target_logprob": [-1.234, -2.5, -0.75]}]
+                         for c in ("add1-scratchpad", "add2-direct")}
 
 
 def _readme(tmp_path: Path) -> Path:
@@ -52,8 +55,13 @@ def test_splice_writes_snapshot_and_section_and_keeps_the_rest(tmp_path):
     sec = section_of(text)
     assert "`docs/results/emergence.json`" in sec and "AVX-512" in sec and "2/3" in sec
     assert fmt(0.12345) in sec and "55536" in sec and "[0.05, 0.2] (min-max over 3 seeds)" in sec
+    assert sec.count("| R1 |") == 1 and "- R2: smallest N with EM >= 0.5" in sec  # each rule written once
+    # the seed table of the headline component only: mean [min, max] over seeds
+    assert "Seed table, add1-scratchpad" in sec and "add2-direct" not in sec
+    assert "| h48 | 55536 | 3 | 0.687 [0.06, 1] |" in sec and "-1.23 [-2.5, -0.75]" in sec
     snap = json.loads((tmp_path / "docs/results/emergence.json").read_text())
     assert snap["claims"] == SUMMARY["claims"] and snap["machine"]["isa"] == "AVX-512"
+    assert list(snap["seed_table"]) == ["add1-scratchpad"]
     assert check_section(text, tmp_path) == []
     # splicing again replaces the section instead of appending a second one
     main(["splice", "--snapshots", str(tmp_path / "snap"), "--readme", str(readme), "--wall-minutes", "17.3"])
@@ -67,6 +75,8 @@ def test_check_catches_hand_edited_and_uncited_numbers(tmp_path):
     edited = text.replace(fmt(0.12345), "0.135")
     assert check_section(edited, tmp_path) == ["docs/results/emergence.json: number 0.135 is not in the snapshot"]
     assert main(["check", "--readme", str(readme)]) == 0
+    assert check_section(text.replace("0.687 [", "0.688 ["), tmp_path) == [
+        "docs/results/emergence.json: number 0.688 is not in the snapshot"]
     readme.write_text(edited)
     assert main(["check", "--readme", str(readme)]) == 1
     uncited = splice(text, "The model reaches 0.99.\n")

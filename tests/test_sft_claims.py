@@ -3,7 +3,6 @@
 import numpy as np
 import pandas as pd
 import pytest
-
 from lmcal.core.claims import check_claims
 from lmcal.sft.claims import paired_ece_draws, sft_claims
 

@@ -1,5 +1,5 @@
-"""The tiny whole DAG through a real one-node SLURM cluster (``profiles/slurm``, every job through sbatch), with
-MLflow on a tracking server, compared with a local run of the same config.
+"""The tiny whole DAG through a real one-node SLURM cluster (``profiles/slurm``, every job through sbatch),
+with MLflow on a tracking server, compared with a local run of the same config.
 
 The cluster comes from Debian's packages (.ci/slurm-up.sh installs them when missing; it needs root) and is
 stopped at the end (.ci/slurm-down.sh). Skipped, with the reason, when it cannot be brought up.
@@ -25,15 +25,31 @@ from workflow_utils import REPO, snakemake
 
 pytestmark = pytest.mark.slow
 
-# The profile sizes jobs for a GPU cluster; this node has 2 CPUs, ~24 GB and no GPU. A CPU-only cluster runs the
-# GPU rules with gpu=0 (README, Clusters); a command-line --set-resources replaces the profile's whole map.
+# The profile sizes jobs for a GPU cluster; this node has 2 CPUs, ~24 GB and no GPU. A CPU-only cluster runs
+# the GPU rules with gpu=0 (README, Clusters); a command-line --set-resources replaces the profile's whole
+# map.
 GPU_RULES = ("entropy_sample", "entropy_score", "sft_train")
-SLURM_ARGS = ("--workflow-profile", str(REPO / "profiles" / "slurm"), "--jobs", "4", "--retries", "0",
-              "--latency-wait", "5", "--slurm-init-seconds-before-status-checks", "1",
-              "--default-resources", "mem_mb=1000", "runtime=60",
-              "--set-resources", *(f"{r}:{k}={v}" for r in GPU_RULES for k, v in (("gpu", 0), ("mem_mb", 2000))))
+SLURM_ARGS = (
+    "--workflow-profile",
+    str(REPO / "profiles" / "slurm"),
+    "--jobs",
+    "4",
+    "--retries",
+    "0",
+    "--latency-wait",
+    "5",
+    "--slurm-init-seconds-before-status-checks",
+    "1",
+    "--default-resources",
+    "mem_mb=1000",
+    "runtime=60",
+    "--set-resources",
+    *(f"{r}:{k}={v}" for r in GPU_RULES for k, v in (("gpu", 0), ("mem_mb", 2000))),
+)
 # fields that measure the run, not its results
-TIMING = re.compile(r"time|second|elapsed|wall|duration|per_s|throughput|timestamp|date|host|pid", re.I)
+TIMING = re.compile(
+    r"time|second|elapsed|wall|duration|per_s|throughput|timestamp|date|host|pid", re.IGNORECASE
+)
 
 
 @pytest.fixture(scope="module")
@@ -44,19 +60,32 @@ def slurm_cluster():
         import snakemake_executor_plugin_slurm  # noqa: F401
     except ImportError:
         pytest.skip("snakemake-executor-plugin-slurm is not installed (pip install -e '.[dev]')")
-    up = subprocess.run(["bash", str(REPO / ".ci" / "slurm-up.sh")], capture_output=True, text=True, timeout=900)
+    up = subprocess.run(
+        ["bash", str(REPO / ".ci" / "slurm-up.sh")], check=False, capture_output=True, text=True, timeout=900
+    )
     if up.returncode != 0:
-        subprocess.run(["bash", str(REPO / ".ci" / "slurm-down.sh")], capture_output=True, timeout=300)
-        pytest.skip(f"could not bring up a SLURM cluster (slurm-up.sh exit {up.returncode}): {up.stderr[-1500:]}")
+        subprocess.run(
+            ["bash", str(REPO / ".ci" / "slurm-down.sh")], check=False, capture_output=True, timeout=300
+        )
+        pytest.skip(
+            f"could not bring up a SLURM cluster (slurm-up.sh exit {up.returncode}): {up.stderr[-1500:]}"
+        )
     try:
         yield
     finally:
-        subprocess.run(["bash", str(REPO / ".ci" / "slurm-down.sh")], capture_output=True, timeout=300)
+        subprocess.run(
+            ["bash", str(REPO / ".ci" / "slurm-down.sh")], check=False, capture_output=True, timeout=300
+        )
 
 
 def sacct_states(job_ids: list[str]) -> dict[str, str]:
-    out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(job_ids)],
-                         capture_output=True, text=True, check=True, timeout=60).stdout
+    out = subprocess.run(
+        ["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(job_ids)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
     return dict(line.split("|", 1) for line in out.split())
 
 
@@ -78,20 +107,33 @@ def results_differences(a, b, where: str = "") -> list[str]:
     return [] if a == b else [f"{where}: {a!r} != {b!r}"]
 
 
+def relative_paths(df: pd.DataFrame, root: Path) -> pd.DataFrame:
+    """The frame with ``root`` replaced by ``<root>`` in its text columns (two runs live in two directories)."""
+    for col in df.select_dtypes(include=["object", "string"]).columns:
+        if df[col].map(lambda v: isinstance(v, str)).all():
+            df[col] = df[col].str.replace(str(root), "<root>", regex=False)
+    return df
+
+
 def output_differences(slurm_dir: Path, local_dir: Path) -> list[str]:
     """Compare every summary.json and parquet file under results/ of the two runs (paths made relative)."""
     diffs = []
-    files = sorted(p.relative_to(local_dir) for p in (local_dir / "results").rglob("*")
-                   if p.name == "summary.json" or p.suffix == ".parquet")
+    files = sorted(
+        p.relative_to(local_dir)
+        for p in (local_dir / "results").rglob("*")
+        if p.name == "summary.json" or p.suffix == ".parquet"
+    )
     assert files, "the local run wrote no summaries"
     for rel in files:
         if not (slurm_dir / rel).exists():
             diffs.append(f"{rel}: missing from the SLURM run")
         elif rel.suffix == ".json":
-            a, b = (json.loads((d / rel).read_text().replace(str(d), "<root>")) for d in (slurm_dir, local_dir))
+            a, b = (
+                json.loads((d / rel).read_text().replace(str(d), "<root>")) for d in (slurm_dir, local_dir)
+            )
             diffs += results_differences(a, b, str(rel))
         else:
-            a, b = (pd.read_parquet(d / rel) for d in (slurm_dir, local_dir))
+            a, b = (relative_paths(pd.read_parquet(d / rel), d) for d in (slurm_dir, local_dir))
             keep = [c for c in a.columns if not TIMING.search(str(c))]
             try:
                 pd.testing.assert_frame_equal(a[keep], b.reindex(columns=keep), check_exact=False, rtol=1e-9)
@@ -105,7 +147,9 @@ def test_tiny_dag_runs_through_slurm_like_a_local_run(slurm_cluster, tmp_path):
     slurm_dir.mkdir(), local_dir.mkdir()
     with mlflow_server(tmp_path / "server") as uri, ThreadPoolExecutor(2) as pool:
         t0 = time.time()
-        on_slurm = pool.submit(snakemake, slurm_dir, *SLURM_ARGS, timeout=3000, env={"MLFLOW_TRACKING_URI": uri})
+        on_slurm = pool.submit(
+            snakemake, slurm_dir, *SLURM_ARGS, timeout=3000, env={"MLFLOW_TRACKING_URI": uri}
+        )
         local = pool.submit(snakemake, local_dir, "--cores", "2", timeout=3000)
         res = on_slurm.result()
         wall = time.time() - t0
@@ -132,7 +176,10 @@ def test_tiny_dag_runs_through_slurm_like_a_local_run(slurm_cluster, tmp_path):
     assert not list((slurm_dir / ".snakemake" / "lmcal-spool").glob("*/*")), "records left in the spool"
 
     assert output_differences(slurm_dir, local_dir) == []
-    print(f"\nSLURM: {len(job_ids)} jobs through sbatch, all COMPLETED in sacct, wall {wall:.0f} s; "
-          f"MLflow: {len(parents)} parent, {len(children)} FINISHED children")
-    (tmp_path / "slurm-summary.json").write_text(json.dumps({"sbatch_jobs": len(job_ids), "wall_s": wall,
-                                                              "children": len(children)}))
+    print(
+        f"\nSLURM: {len(job_ids)} jobs through sbatch, all COMPLETED in sacct, wall {wall:.0f} s; "
+        f"MLflow: {len(parents)} parent, {len(children)} FINISHED children"
+    )
+    (tmp_path / "slurm-summary.json").write_text(
+        json.dumps({"sbatch_jobs": len(job_ids), "wall_s": wall, "children": len(children)})
+    )

@@ -1,9 +1,9 @@
 """The documented cluster setup: parallel Snakemake jobs logging through the spool to one ``mlflow server``.
 
-A throwaway workflow with six jobs at ``--cores 4`` uses the same hooks as the real Snakefile (``start_parent`` in
-onstart, ``finish_parent`` in onsuccess/onerror) and ``job_run`` in its script, with MLFLOW_TRACKING_URI set to
-``http://127.0.0.1:PORT``. Every job must be logged, at least four must have run at once, and neither Snakemake's
-log nor the server's may show an error.
+A throwaway workflow with six jobs at ``--cores 4`` uses the same hooks as the real Snakefile
+(``start_parent`` in onstart, ``finish_parent`` in onsuccess/onerror) and ``job_run`` in its script, with
+MLFLOW_TRACKING_URI set to ``http://127.0.0.1:PORT``. Every job must be logged, at least four must have run at
+once, and neither Snakemake's log nor the server's may show an error.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ rule work:
     script: "job.py"
 """
 
-# Each job waits until the others have started (up to 60 s), so the test knows jobs overlapped instead of hoping.
+# Each job waits until CORES jobs have started (up to 60 s): the test knows jobs overlapped, not hoping.
 JOB = f"""
 import json, time
 from pathlib import Path
@@ -55,7 +55,8 @@ with tracking.job_run(snakemake) as run:
     deadline = time.time() + 60
     while len(list(Path("started").iterdir())) < {CORES} and time.time() < deadline:
         time.sleep(0.1)
-    run.log_metrics({{"value": i * snakemake.params.scale, "peers_started": len(list(Path("started").iterdir()))}})
+    n_started = len(list(Path("started").iterdir()))
+    run.log_metrics({{"value": i * snakemake.params.scale, "peers_started": n_started}})
     run.log_metric_series("curve", [float(i + k) for k in range(5)])
     run.set_tags({{"job_index": str(i)}})
     json.dump({{"i": i}}, open(snakemake.output[0], "w"))
@@ -64,7 +65,9 @@ with tracking.job_run(snakemake) as run:
 
 def max_overlap(intervals: list[tuple[int, int]]) -> int:
     """The largest number of [start, end] intervals that contain one instant."""
-    events = sorted([(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals], key=lambda x: (x[0], x[1]))
+    events = sorted(
+        [(s, 1) for s, _ in intervals] + [(e, -1) for _, e in intervals], key=lambda x: (x[0], x[1])
+    )
     best = cur = 0
     for _, d in events:
         cur += d
@@ -86,8 +89,15 @@ def test_parallel_jobs_log_to_one_tracking_server(tmp_path):
     with mlflow_server(tmp_path / "server") as uri:
         env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "LMCAL_ROOT": str(work)}
         env.pop(tracking.ENV_PARENT, None), env.pop(tracking.ENV_SPOOL, None)
-        res = subprocess.run([sys.executable, "-m", "snakemake", "--cores", str(CORES), "--workflow-profile", "none"],
-                             cwd=work, env=env, capture_output=True, text=True, timeout=900)
+        res = subprocess.run(
+            [sys.executable, "-m", "snakemake", "--cores", str(CORES), "--workflow-profile", "none"],
+            check=False,
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         assert res.returncode == 0, (res.stdout + res.stderr)[-5000:]
         c = MlflowClient(uri)
         exp = c.get_experiment_by_name(tracking.EXPERIMENT)
@@ -101,7 +111,9 @@ def test_parallel_jobs_log_to_one_tracking_server(tmp_path):
             assert r.info.status == "FINISHED" and r.data.tags["mlflow.parentRunId"] == parent.info.run_id
             assert r.data.params == {"scale": "3"} and r.data.tags["job_index"] == str(i)
             assert r.data.metrics["value"] == 3 * i and r.data.metrics["curve"] == i + 4.0
-            assert [m.value for m in c.get_metric_history(r.info.run_id, "curve")] == [i + k for k in range(5)]
+            assert [m.value for m in c.get_metric_history(r.info.run_id, "curve")] == [
+                i + k for k in range(5)
+            ]
             arts = {a.path for d in ("outputs", "logs") for a in c.list_artifacts(r.info.run_id, d)}
             assert arts == {f"outputs/{i}.json", f"logs/{i}.log"}
         assert max_overlap([(r.info.start_time, r.info.end_time) for r in children]) >= CORES

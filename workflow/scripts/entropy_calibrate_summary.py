@@ -1,7 +1,6 @@
 """Adapter: the calibrated sampler's summary.json, table and Figure 3-style plot against the decode frontier."""
 
 import pandas as pd
-
 from lmcal.core import io
 from lmcal.core.tracking import job_run
 from lmcal.entropy.calibrate_figures import plot_calibrated_frontier

@@ -56,12 +56,31 @@ def client():
     return MlflowClient(tracking_uri=tracking_uri())
 
 
+# MLflow 3.x's UI opens an experiment by its kind: without this tag it guesses "GenAI" (a traces overview);
+# custom_model_development opens the runs table. The note is the experiment's description in the UI.
+EXPERIMENT_TAGS = {
+    "mlflow.experimentKind": "custom_model_development",
+    "mlflow.note.content": ("lmcal: one parent run per Snakemake invocation (`invoke-<time>`), one child run per "
+                            "job, tagged with its rule (`snakemake.rule`), wildcards (`wc.*`) and job key. "
+                            "Inputs it read are the run's datasets; outputs and the rule's log are its artifacts. "
+                            "Runs tagged `superseded` were replaced by a later run of the same rule and wildcards."),
+}
+
+
+def _tag_experiment(c, exp) -> None:
+    for k, v in EXPERIMENT_TAGS.items():
+        if exp.tags.get(k) != v:
+            _retry(c.set_experiment_tag)(exp.experiment_id, k, v)
+
+
 def ensure_experiment(name: str = EXPERIMENT) -> str:
     """Experiment id, creating it with artifacts under the repo-root `mlartifacts/` (not a CWD-relative mlruns)
-    for a local store; a tracking server keeps its own artifact location (its clients may be on other hosts)."""
+    for a local store; a tracking server keeps its own artifact location (its clients may be on other hosts).
+    The experiment carries ``EXPERIMENT_TAGS`` (also set on an experiment made by an older lmcal)."""
     c = client()
     exp = _retry(c.get_experiment_by_name)(name)
     if exp is not None:
+        _tag_experiment(c, exp)
         return exp.experiment_id
     location = None
     if not tracking_uri().startswith(("http://", "https://")):
@@ -69,7 +88,7 @@ def ensure_experiment(name: str = EXPERIMENT) -> str:
         artifacts.mkdir(parents=True, exist_ok=True)
         location = artifacts.as_uri()
     try:
-        return _retry(c.create_experiment)(name, artifact_location=location)
+        return _retry(c.create_experiment)(name, artifact_location=location, tags=EXPERIMENT_TAGS)
     except Exception:
         exp = _retry(c.get_experiment_by_name)(name)  # another process created it first
         if exp is None:
@@ -117,6 +136,16 @@ def _log_dataset(c, run_id: str, path: Path, event: dict) -> None:
                                                           [InputTag("mlflow.data.context", event["context"])])])
 
 
+def _log_dataset_files(c, run_id: str, files: list[dict]) -> None:
+    """Data files a job read (``tracking.dataset_inputs``) as dataset inputs: name, digest, local source."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag
+
+    inputs = [DatasetInput(Dataset(name=f["name"], digest=f["digest"], source_type="local",
+                                   source=json.dumps({"uri": f["path"]})),
+                           [InputTag("mlflow.data.context", f["context"])]) for f in files]
+    _retry(c.log_inputs)(run_id, datasets=inputs)
+
+
 def _log_events(c, run_id: str, record: Path, offset: int) -> int:
     """Log the complete lines of events.jsonl past ``offset``; returns the new offset."""
     from mlflow.entities import Metric, Param, RunTag
@@ -135,6 +164,8 @@ def _log_events(c, run_id: str, record: Path, offset: int) -> int:
             _retry(c.log_artifact)(run_id, str(record / ev["artifact"]), ev["dir"])
         if "dataset" in ev:
             _log_dataset(c, run_id, record / ev["dataset"], ev)
+        if "dataset_files" in ev:
+            _log_dataset_files(c, run_id, ev["dataset_files"])
     items = [Param(k, v) for k, v in params.items()]
     for i in range(0, len(items), 100):
         _retry(c.log_batch)(run_id, params=items[i : i + 100])

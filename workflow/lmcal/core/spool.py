@@ -8,7 +8,8 @@ into an MLflow run. Layout of ``<spool>/<record>/``:
 - ``start.json``  rule, wildcards, job key, tags, run name, parent run, pid and host; written atomically at
   job start, so the logger can create the run (RUNNING) while the job works;
 - ``events.jsonl`` one JSON object per line, appended and flushed per call: params, metrics, tags, artifacts
-  (files staged under ``files/``), datasets (pickled frames under ``files/``); the logger tails complete lines;
+  (files staged under ``files/``), datasets (pickled frames under ``files/``, or
+  data files the job reads, by path and digest); the logger tails complete lines;
 - ``end.json``     status and end time; written atomically last. A record without one whose process is gone
   (or still open when the invocation ends) is a crashed job and becomes a FAILED run.
 
@@ -202,6 +203,13 @@ class JobRun:
         df.to_pickle(dst)
         self._event({"dataset": str(dst.relative_to(self.record)), "name": name, "context": context,
                      "source": source})
+
+
+    def log_dataset_files(self, files: list[dict[str, Any]]) -> None:
+        """Record data files the job reads as MLflow dataset inputs: each {name, digest, path, context}; nothing
+        is read here (the digest comes from the caller, who hashed the file for the job key already)."""
+        if self.record is not None and files:
+            self._event({"dataset_files": files})
 
 
 def open_record(spool: Path, start: dict[str, Any]) -> Path:

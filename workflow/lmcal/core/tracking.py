@@ -82,6 +82,31 @@ def input_digest(paths: list[str]) -> dict[str, str]:
     return out
 
 
+DATASET_SUFFIXES = {".parquet", ".safetensors", ".jsonl", ".json"}
+DATASET_DIRS = {"data", "prompts", "evalsets"}  # results/data/<name>/, results/*/prompts/, results/*/evalsets/
+
+
+def dataset_inputs(paths: list[str], digests: dict[str, str]) -> list[dict[str, str]]:
+    """The data files among a job's inputs, as MLflow dataset inputs: documents, prompts, eval sets and token
+    streams (a .parquet/.safetensors/.json(l) file under ``results/`` in a data, prompts or evalsets folder, or a
+    ``tokens.*`` stream). Named by their path under results/ without the suffix (``data/wikitext/documents``);
+    the digest is the one the job key uses (content hash, or size and mtime for files over 16 MiB)."""
+    out = []
+    for p in paths:
+        path = Path(p)
+        parts = path.parts
+        if "results" not in parts or path.suffix not in DATASET_SUFFIXES or path.name == "manifest.json":
+            continue
+        under = Path(*parts[parts.index("results") + 1:])
+        if not (DATASET_DIRS & set(under.parts[:-1]) or path.stem == "tokens") or str(path) not in digests:
+            continue
+        if path.suffix == ".json" and path.with_suffix(".parquet").exists():
+            continue  # a prompts .json beside its .parquet is the parquet's metadata
+        out.append({"name": str(under.with_suffix("")), "digest": hashlib.sha256(digests[str(path)].encode()).hexdigest()[:16],
+                    "path": str(path.resolve()), "context": "input"})
+    return out
+
+
 def job_key(rule: str, wildcards: dict, params: dict, inputs: dict[str, str]) -> str:
     blob = json.dumps({"rule": rule, "wildcards": wildcards, "params": params, "inputs": inputs}, sort_keys=True,
                       default=str)
@@ -193,7 +218,8 @@ def _limit_threads(threads: int) -> None:
 def _open_job_record(smk, log_path: str | None) -> Path:
     """The job's record in the invocation's spool (or, outside one, the direct spool): tags, job key, name."""
     rule, wildcards, params = smk.rule, _named(smk.wildcards), _named(smk.params)
-    key = job_key(rule, wildcards, params, input_digest(list(smk.input)))
+    digests = input_digest(list(smk.input))
+    key = job_key(rule, wildcards, params, digests)
     tags = {"snakemake.rule": rule, "job_key": key, "git_sha": git_sha(), "host": socket.gethostname(),
             **{f"wc.{k}": str(v) for k, v in wildcards.items()}}
     if os.environ.get("SLURM_JOB_ID"):
@@ -202,9 +228,11 @@ def _open_job_record(smk, log_path: str | None) -> Path:
         tags["mlflow.parentRunId"] = os.environ[ENV_PARENT]
     wc_text = ",".join(f"{k}={v}" for k, v in wildcards.items())
     spool = Path(os.environ[ENV_SPOOL]) if os.environ.get(ENV_SPOOL) else spool_root() / "direct"
-    return open_record(spool, {"rule": rule, "wildcards": {k: str(v) for k, v in wildcards.items()}, "tags": tags,
-                               "run_name": f"{rule}[{wc_text}]" if wc_text else rule,
-                               "log": os.path.abspath(log_path) if log_path else None})
+    record = open_record(spool, {"rule": rule, "wildcards": {k: str(v) for k, v in wildcards.items()}, "tags": tags,
+                                 "run_name": f"{rule}[{wc_text}]" if wc_text else rule,
+                                 "log": os.path.abspath(log_path) if log_path else None})
+    JobRun(record).log_dataset_files(dataset_inputs(list(smk.input), digests))
+    return record
 
 
 def _close_job_record(run: JobRun, status: str, log_path: str | None) -> None:

@@ -12,8 +12,8 @@ import pandas as pd
 from lmcal.core import io
 from lmcal.core.claims import claim
 from lmcal.emergence import analysis as an
-from lmcal.emergence.forecast import backtest, fit_task_law, two_step_forecast
 from lmcal.emergence import verdicts
+from lmcal.emergence.forecast import backtest, fit_task_law, two_step_forecast
 from lmcal.emergence.metrics import METRICS, SHARP, SOFT
 from lmcal.emergence.verdicts import sharp_vs_smooth
 from lmcal.scaling.fit import fit_power_law

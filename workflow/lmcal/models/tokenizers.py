@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
-import torch
-from safetensors.torch import load_file, save_file
+from safetensors.numpy import load_file, save_file  # numpy, not torch: tokenizer jobs never import torch
 
 from lmcal.core import io
 from lmcal.data import splits
@@ -53,7 +52,7 @@ def split_documents(doc_ids: list[str], eval_fraction: float, seed: int) -> np.n
 
 def save_token_streams(path: str | Path, **streams: np.ndarray) -> None:
     with io.atomic_path(path) as tmp:
-        save_file({k: torch.from_numpy(v.astype(np.int32)) for k, v in streams.items()}, str(tmp))
+        save_file({k: np.ascontiguousarray(v, dtype=np.int32) for k, v in streams.items()}, str(tmp))
 
 
 def load_token_streams(path: str | Path) -> dict[str, np.ndarray]:
@@ -62,7 +61,7 @@ def load_token_streams(path: str | Path) -> dict[str, np.ndarray]:
     if not Path(path).exists():
         raise FileNotFoundError(f"{path}: no token-stream file")
     check_safetensors(path)  # a truncated file names itself instead of "invalid header length"
-    return {k: v.numpy() for k, v in load_file(str(path)).items()}
+    return load_file(str(path))
 
 
 # ---- pipeline steps (called by workflow/scripts; kept here so they are tested) ----

@@ -139,8 +139,8 @@ def summarize(runs: list[dict], pairs: list[tuple[str, str]], metric_paths: list
     """Everything the summary rule writes: tables, figures and the summary dict (JSON-ready)."""
     from lmcal.core import io
     from lmcal.sft import figures as figs
-    from lmcal.sft.claims import sft_claims
     from lmcal.sft import vd as vd_study
+    from lmcal.sft.claims import sft_claims
 
     metrics = collect_metrics(pairs, metric_paths)
     infos = {Path(p).parent.name: io.read_json(p) for p in info_paths}
