@@ -85,3 +85,8 @@ def test_ladder_table_flags_non_monotone_losses():
     summary, fit = study.ladder_summary(t, n_boot=20)
     assert summary["heldout_loss_monotone"] is False
     assert fit is not None and summary["loss_fit"]["form"] == "power_law"
+    claims = {c["id"]: c for c in summary["claims"]}
+    assert claims["ladder.loss_falls"]["verdict"] is False  # b (3.5) -> c (3.2) rises, then falls: not monotone
+    assert claims["ladder.loss_falls"]["value"] == pytest.approx(3.2 - 3.5)
+    assert claims["ladder.heldout_loss.a"]["value"] == 3.5 and claims["ladder.heldout_loss.a"]["ci"] is None
+    assert set(claims) >= {"ladder.heldout_loss.b", "ladder.heldout_loss.c", "ladder.alpha"}

@@ -239,7 +239,7 @@ def check_granularity(config: dict[str, Any]) -> None:
 STUDIES = ("ladder", "entropy", "calibration", "sft", "emergence", "losses")
 
 
-CLAIM_STUDIES = ("entropy", "sft", "emergence")  # studies whose summary.json carries claim records
+CLAIM_STUDIES = ("ladder", "entropy", "sft", "emergence")  # studies whose summary.json carries claim records
 
 
 def claim_studies(config: dict[str, Any]) -> list[str]:

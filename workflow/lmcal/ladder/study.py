@@ -68,4 +68,26 @@ def ladder_summary(table, n_boot: int = 200, seed: int = 0) -> tuple[dict, objec
         fit = fit_power_law(n, table["heldout_loss"].to_numpy(float), FitSettings(n_boot=n_boot, seed=seed),
                             progress=False)
         summary["loss_fit"] = fit.as_dict()
+    summary["claims"] = ladder_claims(table, fit)
     return summary, fit
+
+
+def ladder_claims(table, fit) -> list[dict]:
+    """Claim records of the ladder (lmcal.core.claims): loss per size, that it falls at every size, the exponent."""
+    from lmcal.core.claims import claim
+
+    single = "one seed per size: no interval"
+    out = [claim(f"ladder.heldout_loss.{r['name']}",
+                 f"held-out loss of {r['name']} ({int(r['n_params_non_embedding'])} non-embedding parameters), nats/token",
+                 r["heldout_loss"], rule=f"reported as measured ({single})") for r in table.to_dict(orient="records")]
+    out.append(claim("ladder.loss_falls", "held-out loss falls at every larger size (value: largest minus smallest)",
+                     float(table["heldout_loss"].iloc[-1] - table["heldout_loss"].iloc[0]),
+                     rule=f"holds if every size has a lower held-out loss than the next smaller one ({single})",
+                     verdict=bool(table["loss_decreases"].all())))
+    if fit is not None and "alpha" in fit.params:
+        lo_hi = fit.ci.get("alpha")
+        out.append(claim("ladder.alpha", "exponent alpha of the fit L = E + A * N^-alpha over the sizes",
+                         fit.params["alpha"], ci=lo_hi, interval=f"{fit.settings.ci:.0%} percentile bootstrap over sizes"
+                         if lo_hi else None, rule="holds if the interval's lower bound is above 0",
+                         verdict=None if lo_hi is None else bool(lo_hi[0] > 0)))
+    return out

@@ -18,7 +18,7 @@ from lmcal.core.claims import check_claims
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 NUMBER = re.compile(r"(?<![\w.])-?\d+(?:\.\d+)?(?:e[+-]?\d+)?")
 CITE = re.compile(r"^### .*?`(docs/results/[\w.-]+\.json)`", re.MULTILINE)
-TITLES = {"emergence": "Emergence", "entropy": "Entropy calibration", "sft": "Calibration and SFT"}
+TITLES = {"ladder": "Ladder", "emergence": "Emergence", "entropy": "Entropy calibration", "sft": "Calibration and SFT"}
 
 
 def fmt(x) -> str:
