@@ -46,9 +46,9 @@ SLURM_ARGS = (
     "--set-resources",
     *(f"{r}:{k}={v}" for r in GPU_RULES for k, v in (("gpu", 0), ("mem_mb", 2000))),
 )
-# fields that measure the run, not its results
+# fields that measure the run, not its results ("cost": the seconds each calibrated sampler spent)
 TIMING = re.compile(
-    r"time|second|elapsed|wall|duration|per_s|throughput|timestamp|date|host|pid", re.IGNORECASE
+    r"time|second|elapsed|wall|duration|per_s|throughput|timestamp|date|host|pid|^cost$", re.IGNORECASE
 )
 
 
