@@ -25,6 +25,16 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 torch.set_num_threads(1)
 
 
+@pytest.fixture(scope="session")
+def tiny_local_run(tmp_path_factory):
+    """The tiny whole-DAG config run once, locally (--cores 2): (workdir, CompletedProcess). The end-to-end test
+    checks it and reruns it; the SLURM test compares its own outputs with it. One run serves both."""
+    from workflow_utils import snakemake
+
+    workdir = tmp_path_factory.mktemp("tiny-local")
+    return workdir, snakemake(workdir, "--cores", "2", timeout=3000)
+
+
 @pytest.fixture(scope="module")
 def tiny():
     """A random tiny Llama over 97 ids (2 layers, GQA 4/2 heads), in eval mode; shared by module."""

@@ -142,19 +142,19 @@ def output_differences(slurm_dir: Path, local_dir: Path) -> list[str]:
     return diffs
 
 
-def test_tiny_dag_runs_through_slurm_like_a_local_run(slurm_cluster, tmp_path):
-    slurm_dir, local_dir = tmp_path / "slurm", tmp_path / "local"
-    slurm_dir.mkdir(), local_dir.mkdir()
-    with mlflow_server(tmp_path / "server") as uri, ThreadPoolExecutor(2) as pool:
+def test_tiny_dag_runs_through_slurm_like_a_local_run(slurm_cluster, tmp_path, request):
+    slurm_dir = tmp_path / "slurm"
+    slurm_dir.mkdir()
+    with mlflow_server(tmp_path / "server") as uri, ThreadPoolExecutor(1) as pool:
         t0 = time.time()
         on_slurm = pool.submit(
             snakemake, slurm_dir, *SLURM_ARGS, timeout=3000, env={"MLFLOW_TRACKING_URI": uri}
         )
-        local = pool.submit(snakemake, local_dir, "--cores", "2", timeout=3000)
+        # the local reference is the session's tiny run (the e2e test checks it too), built while SLURM works
+        local_dir, loc = request.getfixturevalue("tiny_local_run")
         res = on_slurm.result()
         wall = time.time() - t0
         assert res.returncode == 0, (res.stdout + res.stderr)[-6000:]
-        loc = local.result()
         assert loc.returncode == 0, (loc.stdout + loc.stderr)[-4000:]
 
         job_ids = re.findall(r"submitted with SLURM jobid (\d+)", res.stderr)

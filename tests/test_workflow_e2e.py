@@ -15,8 +15,8 @@ def _runs(workdir):
     return c.search_runs([exp.experiment_id], max_results=5000)
 
 
-def test_tiny_workflow_end_to_end(tmp_path):
-    res = snakemake(tmp_path, "--cores", "2")
+def test_tiny_workflow_end_to_end(tiny_local_run):
+    tmp_path, res = tiny_local_run
     assert res.returncode == 0, (res.stdout + res.stderr)[-5000:]
     tiny = yaml.safe_load(TINY.read_text())
     summary = json.loads((tmp_path / "results" / "ladder" / "summary.json").read_text())
