@@ -129,8 +129,24 @@ def test_tokenizer_of_another_model_is_refused(tiny_model_dir, tmp_path):
     big = tokenizers.train_bpe_tokenizer([" ".join(words)] * 3, vocab_size=400)
     assert len(big) > 300
     big.save_pretrained(tiny_model_dir)  # overwrite the model's tokenizer with a larger one
-    with pytest.raises(ValueError, match=rf"tokenizer has {len(big)} tokens but the model's embedding has \d+ rows"):
+    with pytest.raises(ValueError, match=rf"tokenizer has {big.vocab_size} tokens but the model's embedding has \d+ rows"):
         load_model(tiny_model_dir)
+
+
+def test_added_special_tokens_past_the_embedding_only_warn(tiny_model_dir):
+    """SmolLM2's GGUF tokenizer adds five infill tokens past its 49152 rows: that model is fine, not foreign."""
+    from transformers import AutoTokenizer
+
+    from lmcal.models.store import load_model
+
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    n_rows = load_model(tiny_model_dir)[0].get_input_embeddings().num_embeddings
+    tok.add_special_tokens({"additional_special_tokens": [f"<extra{i}>" for i in range(n_rows - len(tok) + 3)]})
+    assert len(tok) > n_rows >= tok.vocab_size
+    tok.save_pretrained(tiny_model_dir)
+    with pytest.warns(UserWarning, match="past the model's"):
+        model, loaded = load_model(tiny_model_dir)
+    assert len(loaded) == len(tok)
 
 
 def test_prompt_longer_than_the_context_is_refused(tiny_model_dir, tmp_path):

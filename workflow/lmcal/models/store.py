@@ -266,12 +266,21 @@ def load_model(path: str | os.PathLike, device: str = "cpu", dtype: torch.dtype 
 
 
 def check_vocab(tokenizer, model, where: str | os.PathLike) -> None:
-    """A tokenizer whose ids reach past the model's embedding rows does not belong to it (a model may have
-    more rows than tokens: padded vocabularies are normal)."""
-    n_tok, n_model = len(tokenizer), int(model.get_input_embeddings().num_embeddings)
-    if n_tok > n_model:
-        raise ValueError(f"models: {where}: the tokenizer has {n_tok} tokens but the model's embedding has "
+    """A tokenizer whose base vocabulary reaches past the model's embedding rows does not belong to it (a model
+    may have more rows than tokens: padded vocabularies are normal). Added special tokens past the embedding are
+    tolerated with a warning: converters add some (SmolLM2's GGUF tokenizer gains five code-infill tokens,
+    ids 49152-49156, that its 49152-row model never had); plain text never encodes to them."""
+    n_model = int(model.get_input_embeddings().num_embeddings)
+    n_base = int(getattr(tokenizer, "vocab_size", None) or len(tokenizer))
+    if n_base > n_model:
+        raise ValueError(f"models: {where}: the tokenizer has {n_base} tokens but the model's embedding has "
                          f"{n_model} rows: tokenizer and weights come from different models")
+    beyond = sorted(t for t, i in tokenizer.get_added_vocab().items() if i >= n_model)
+    if beyond:
+        import warnings
+
+        warnings.warn(f"models: {where}: added tokens {beyond} have ids past the model's {n_model} embedding rows; "
+                      "they must never be fed to the model", stacklevel=2)
 
 
 # ------------------------------------------------------------------------------------------ workflow step
