@@ -216,6 +216,13 @@ def test_rung_targets_and_task_data():
     # ordered by hidden² · layers (a < c < b); only the smallest size gets every seed
     assert rungs(cfg) == [("a", 0), ("a", 5), ("c", 0), ("b", 0)]
     assert rung_paths(cfg, "m/size~{tsize}/seed~{seed}")[1] == "m/size~a/seed~5"
+    # run seed 0 keeps every rung's own seed (the default results); run seed 1 moves all of them, distinctly
+    from lmcal.workflow.emergence import init_seed
+
+    assert [init_seed(0, s) for s in (0, 5)] == [0, 5] and [init_seed(1, "0"), init_seed(1, 5)] == [1000, 1005]
+    assert len({init_seed(r, s) for r in range(3) for s in range(3)}) == 9
+    with pytest.raises(ValueError, match="rung seed"):
+        init_seed(0, 1000)
     assert len(code_version("lmcal.emergence.tasks")) == 12 and code_version("lmcal.emergence.tasks") != code_version("lmcal.core.io")
     data = build_task_data(
         tasks.TaskSpec(ops=["add"], digits=[2], eval_items=5, translit_lengths=[]), 0, 30, 5

@@ -59,6 +59,9 @@ rule emergence_train:
         train=config["emergence"]["train"],
         max_position=config["emergence"]["max_position"],
         work_dir="results/emergence/work/size~{tsize}/seed~{seed}",
+        # the run-wide seed moves every rung's init and batch order too (not only the task data): seed 0 keeps
+        # each rung's own seed, seed s uses 1000 s + rung seed, so `--config seed=1` is a full reseed
+        init_seed=lambda wc: lmcal.workflow.emergence.init_seed(config["seed"], wc.seed),
         code=lmcal.workflow.emergence.code_version(
             "lmcal.emergence.ladder",
             "lmcal.emergence.chartok",

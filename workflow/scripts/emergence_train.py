@@ -13,7 +13,7 @@ with job_run(snakemake) as run:
     heldout = io.read_parquet(snakemake.input.heldout)["text"]
     hist = train_rung(
         dict(p.size, name=wc.tsize),
-        int(wc.seed),
+        int(p.init_seed),
         train,
         heldout,
         TrainSettings(**p.train),

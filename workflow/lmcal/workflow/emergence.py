@@ -28,6 +28,18 @@ def rung_paths(cfg: dict, pattern: str) -> list[str]:
     return [pattern.format(tsize=s, seed=sd) for s, sd in rungs(cfg)]
 
 
+def init_seed(run_seed: int, rung_seed: int | str) -> int:
+    """The seed a rung trains with: its own seed under run seed 0, ``1000 * run_seed + rung_seed`` otherwise.
+
+    The run-wide ``seed:`` then reseeds the whole study (task data, init, batch order) while the rung paths
+    (``seed~{rung_seed}``) and the seed-0 results stay as they are.
+    """
+    run_seed, rung_seed = int(run_seed), int(rung_seed)
+    if run_seed < 0 or not 0 <= rung_seed < 1000:
+        raise ValueError(f"seed: expected run seed >= 0 and rung seed in 0..999, got {run_seed}, {rung_seed}")
+    return 1000 * run_seed + rung_seed
+
+
 def code_version(*modules: str) -> str:
     """Short SHA-256 of the source of ``modules``: a rule param that reruns a job when that code changes."""
     h = hashlib.sha256()
