@@ -97,3 +97,29 @@ def test_readme_results_section_matches_its_snapshots():
     """The committed README: one marker pair, every number in the section is in docs/results/<study>.json."""
     readme = (ROOT / "README.md").read_text()
     assert check_section(readme, ROOT) == []
+
+
+def test_compare_says_which_claims_held_across_reseeds(tmp_path, capsys):
+    from lmcal.core.claims import compare_claims
+
+    rule = "r"
+    a = [claim("x.jump", "X jumps", 0.1, rule=rule, verdict=True, seed_verdicts=[True, True, False]),
+         claim("x.smooth", "X smooth", 0.4, rule=rule, verdict=False),
+         claim("x.only_a", "only in a", 1.0, rule=rule, verdict=True)]
+    b = [claim("x.jump", "X jumps", 0.2, rule=rule, verdict=True, seed_verdicts=[True, True, True]),
+         claim("x.smooth", "X smooth", 0.5, rule=rule, verdict=True),
+         claim("x.none", "no verdict", None, rule=rule, verdict=None)]
+    rows = {r["id"]: r for r in compare_claims({"s0": a, "s1": b})}
+    assert rows["x.jump"]["held"] and rows["x.jump"]["seeds_agree"] == ["2/3", "3/3"]
+    assert not rows["x.smooth"]["held"] and rows["x.smooth"]["verdicts"] == [False, True]
+    assert not rows["x.only_a"]["held"] and rows["x.only_a"]["verdicts"] == [True, None]
+    assert not rows["x.none"]["held"]  # a claim without a verdict never "holds"
+    with pytest.raises(ValueError, match="two runs"):
+        compare_claims({"s0": a})
+    fa, fb = tmp_path / "a.json", tmp_path / "b.json"
+    fa.write_text(json.dumps({"claims": a}))
+    fb.write_text(json.dumps({"claims": b}))
+    assert main(["compare", str(fa), str(fb), "--labels", "seed=0", "seed=1", "--out", str(tmp_path / "c.json")]) == 0
+    out = json.loads((tmp_path / "c.json").read_text())
+    assert out["n_held"] == 1 and out["n_claims"] == 4
+    assert "1 of 4 claims held" in capsys.readouterr().out

@@ -83,3 +83,26 @@ def check_claims(records: Any, where: str = "claims") -> list[dict[str, Any]]:
         if r["ci"] is not None and (len(r["ci"]) != 2 or r["ci"][0] > r["ci"][1]):
             raise ValueError(f"{where}[{i}] ({r['id']}): ci must be [lo, hi] with lo <= hi, got {r['ci']}")
     return records
+
+
+def compare_claims(runs: dict[str, Sequence[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """Which claims held across runs (e.g. two reseeds of one study): one row per claim id, in first-run order.
+
+    ``runs`` maps a run label to its claim records. A claim *held* when every run has it and gave it the same
+    non-null verdict; ``verdicts`` lists each run's verdict (None where it is missing), ``values`` its value.
+    """
+    if len(runs) < 2:
+        raise ValueError(f"runs: need at least two runs to compare, got {list(runs)}")
+    by_run = {label: {r["id"]: r for r in check_claims(list(recs), f"claims of {label}")}
+              for label, recs in runs.items()}
+    ids = list(dict.fromkeys(i for recs in by_run.values() for i in recs))
+    rows = []
+    for cid in ids:
+        recs = [by_run[label].get(cid) for label in runs]
+        verdicts = [None if r is None else r["verdict"] for r in recs]
+        first = next(r for r in recs if r is not None)
+        held = all(v is not None for v in verdicts) and len(set(verdicts)) == 1
+        rows.append({"id": cid, "claim": first["claim"], "verdicts": verdicts,
+                     "values": [None if r is None else r["value"] for r in recs],
+                     "seeds_agree": [None if r is None else r["seeds_agree"] for r in recs], "held": held})
+    return rows
