@@ -123,3 +123,15 @@ def test_compare_says_which_claims_held_across_reseeds(tmp_path, capsys):
     out = json.loads((tmp_path / "c.json").read_text())
     assert out["n_held"] == 1 and out["n_claims"] == 4
     assert "1 of 4 claims held" in capsys.readouterr().out
+    # the comparison renders into the section with only numbers its file holds
+    from lmcal.report.results import render_comparison
+
+    block = render_comparison("x_reseed", out)
+    readme = f"{BEGIN}\n{block.replace('docs/results/x_reseed.json', 'c.json')}{END}\n"
+    assert "| X jumps | yes (2/3) | yes (3/3) | yes |" in block
+    assert check_section(readme.replace("`c.json`", "`docs/results/x_reseed.json`"), tmp_path) != []  # missing file
+    (tmp_path / "docs" / "results").mkdir(parents=True)
+    (tmp_path / "c.json").rename(tmp_path / "docs" / "results" / "x_reseed.json")
+    fixed = readme.replace("`c.json`", "`docs/results/x_reseed.json`")
+    assert check_section(fixed, tmp_path) == []
+    assert check_section(fixed.replace("1 of 4", "7 of 4"), tmp_path) != []

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from lmcal.report.machine import describe
-from lmcal.report.results import check_section, render_section, splice
+from lmcal.report.results import check_section, render_comparison, render_section, splice
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,7 +52,10 @@ def main(argv: list[str] | None = None) -> int:
         docs.mkdir(parents=True, exist_ok=True)
         for study, snap in snaps.items():
             (docs / f"{study}.json").write_text(json.dumps(snap, indent=1, sort_keys=True) + "\n")
-        readme.write_text(splice(readme.read_text(), render_section(snaps, describe)))
+        section = render_section(snaps, describe)
+        for f in sorted(docs.glob("*_reseed.json")):  # written by `compare --out`, kept between splices
+            section += "\n" + render_comparison(f.stem, json.loads(f.read_text()))
+        readme.write_text(splice(readme.read_text(), section))
     problems = check_section(readme.read_text(), root)
     for p in problems:
         print(p, file=sys.stderr)
@@ -81,7 +84,7 @@ def compare(paths: list[str], labels: list[str] | None, out: str | None) -> int:
     n_held = sum(r["held"] for r in rows)
     print(f"\n{n_held} of {len(rows)} claims held with the same verdict in all {len(labels)} runs.")
     if out:
-        write_json({"runs": dict(zip(labels, paths)), "claims": rows, "n_held": n_held, "n_claims": len(rows)}, out)
+        write_json({"labels": labels, "runs": dict(zip(labels, paths)), "claims": rows, "n_held": n_held, "n_claims": len(rows)}, out)
     return 0
 
 

@@ -86,6 +86,20 @@ def render_section(snapshots: dict[str, dict], describe_machine) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
+def render_comparison(name: str, comp: dict) -> str:
+    """Markdown block for one ``python -m lmcal.report compare --out docs/results/<name>.json`` file."""
+    labels = list(comp["labels"])
+    out = [f"### {name.replace('_', ' ')} (`docs/results/{name}.json`, from `python -m lmcal.report compare`)", "",
+           f"{comp['n_held']} of {comp['n_claims']} claims held with the same verdict in every run "
+           f"({', '.join(labels)}); each cell is the verdict and how many of that run's seeds agree.", "",
+           _cells(["claim", *labels, "held"]), "|---" * (len(labels) + 2) + "|"]
+    for r in comp["claims"]:
+        cells = [("n/a" if v is None else fmt(v)) + (f" ({a})" if a else "")
+                 for v, a in zip(r["verdicts"], r["seeds_agree"])]
+        out.append(_cells([r["claim"], *cells, fmt(r["held"])]))
+    return "\n".join(out) + "\n"
+
+
 def splice(readme: str, section: str) -> str:
     """README text with everything between the results markers replaced by ``section``."""
     if readme.count(BEGIN) != 1 or readme.count(END) != 1 or readme.index(BEGIN) > readme.index(END):
