@@ -141,6 +141,10 @@ def test_vd_pretrain_with_a_new_lr_starts_over(tmp_path, messages):
     assert "settings.lr" in messages()
     _assert_same_weights(new, clean)
     assert _differs(new, old)
+    # another seed in the same directory never resumes this one's state: it trains from scratch
+    seed1, _ = vd.pretrain(tok, streams, 16, arch, train, 1, tmp_path / "pretrain")
+    assert "settings.seed" in messages()
+    _assert_same_weights(seed1, vd.pretrain(tok, streams, 16, arch, train, 1)[0])
 
 
 # --------------------------------------------------------------------------------------------- train_sft

@@ -113,7 +113,7 @@ def test_new_spellings_validate_and_keep_the_default_values():
     assert c["emergence"]["sizes"]["h24"] == {"hidden": 24, "layers": 2, "heads": 3}
     assert c["emergence"]["evaluate"] == {"threads": 1, "batch_size": 128}
     assert c["entropy"]["score"] == {"batch_size": 4}
-    assert c["sft"]["ladder"] == {"sizes": ["h16", "h96"], "threads": 1}
+    assert c["sft"]["ladder"] == {"sizes": ["h96"], "threads": 1}
     for path in sorted((REPO / "config" / "paper").glob("*.yaml")):  # paper configs merge over the default
         config.check_renamed_keys(yaml.safe_load(path.read_text()))
 

@@ -39,10 +39,17 @@ def test_findings_without_vd_study():
 
 
 def test_finding2_reads_the_vd_trend():
-    vd = pd.DataFrame({"v_over_d": [8.0, 32.0, 64.0, 256.0], "label_smoothing": 0.1,
+    v_over_d = np.array([8.0, 32.0, 64.0, 256.0])
+    vd = pd.DataFrame({"vocab_size": [512, 2048, 1024, 4096], "hidden_size": [64, 64, 16, 16], "v_over_d": v_over_d,
+                       "log_v_over_d": np.log(v_over_d), "label_smoothing": 0.1,
                        "ece_reduction": [0.05, 0.03, 0.01, -0.02]})
     f2 = sft_claims(RUNS, ITEMS, vd, n_bins=10, binning="width", n_boot=100)[-1]
-    assert f2["value"] == pytest.approx(-1.0) and f2["ci"][1] < 0 and f2["verdict"] is True
+    assert f2["value"] == pytest.approx(np.polyfit(np.log(v_over_d), vd["ece_reduction"], 1)[0])
+    assert f2["ci"][1] < 0 and f2["verdict"] is True
     f2 = sft_claims(RUNS, ITEMS, vd.assign(ece_reduction=[0.01, 0.03, 0.02, 0.05]), n_bins=10, binning="width",
                     n_boot=100)[-1]
     assert f2["value"] > 0 and f2["verdict"] is False
+    # with the V/D findings given, finding 2 quotes their slope and interval unchanged
+    given = {"0.1": {"ece": {"slope": -0.5, "ci": [-0.7, -0.2]}}}
+    f2 = sft_claims(RUNS, ITEMS, vd, n_bins=10, binning="width", n_boot=100, vd_findings=given)[-1]
+    assert f2["value"] == -0.5 and f2["ci"] == [-0.7, -0.2] and f2["verdict"] is True

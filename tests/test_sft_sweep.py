@@ -97,7 +97,22 @@ def test_targets_pair_every_sft_model_with_its_base():
     pairs = workflow_sft.evaluation_pairs(cfg)
     assert ("smollm2", "countries") in pairs and ("ladder-h32", "arithmetic") in pairs
     assert len(pairs) == 2 + 2 + 6  # two bases, eight SFT models, one evalset each
-    assert workflow_sft.vd_targets(cfg)[0] == "results/sft/vd/cells/v512-d16.parquet"
+    vd = cfg["sft"]["vd"]
+    targets = workflow_sft.vd_targets(cfg)  # one job per (V, D) cell, V-major; the job runs every seed
+    assert targets == [f"results/sft/vd/cells/v{v}-d{d}.parquet" for v in vd["vocab_sizes"] for d in vd["hidden_sizes"]]
+    assert len(targets) == len(set(targets)) == 3 * 3 and vd["seeds"] == [0, 1]
+    assert targets[:2] == ["results/sft/vd/cells/v320-d16.parquet", "results/sft/vd/cells/v320-d32.parquet"]
+    with pytest.raises(ValueError, match="sft.vd.seeds"):
+        workflow_sft.vd_targets(study_config(vd={"datasets": ["kjv"], "seeds": [1, 1]}))
+    assert workflow_sft.vd_train_only(study_config(vd={"datasets": ["kjv", "stdlib"], "train_only": ["stdlib"]})
+                                      ) == [False, True]
+    inherit = study_config(vd={"datasets": ["kjv", "stdlib"]})
+    inherit["ladder"]["train_only"] = ["stdlib"]
+    assert workflow_sft.vd_train_only(inherit) == [False, True]  # null: the ladder's train-only corpora
+    with pytest.raises(ValueError, match="held-out"):
+        workflow_sft.vd_train_only(study_config(vd={"datasets": ["kjv"], "train_only": ["kjv"]}))
+    with pytest.raises(ValueError, match="not in sft.vd.datasets"):
+        workflow_sft.vd_train_only(study_config(vd={"datasets": ["kjv"], "train_only": ["facts"]}))
     with pytest.raises(ValueError, match="ladder size"):
         workflow_sft.base_models(study_config(ladder={"sizes": ["h999"]}))
 
@@ -164,22 +179,6 @@ def test_before_after_table_and_findings_known_values():
     assert f["ls_reduces_ece"]["0.1"]["n_reduced"] == 1
 
 
-def test_vd_table_and_findings_known_values():
-    rows = []
-    for v, d, ece_ce, ece_ls in [(512, 64, 0.30, 0.10), (2048, 64, 0.30, 0.20), (8192, 16, 0.30, 0.29)]:
-        common = {"vocab_size": v, "hidden_size": d, "v_over_d": v / d, "n_params_non_embedding": d * 10,
-                  "pretrain_loss": 5.0, "delta_star": None, "gap_mean": 3.0}
-        rows += [{**common, "kind": "base", "label_smoothing": None, "ece": 0.1, "accuracy": 0.3},
-                 {**common, "kind": "sft", "label_smoothing": 0.0, "ece": ece_ce, "accuracy": 0.4},
-                 {**common, "kind": "sft", "label_smoothing": 0.1, "ece": ece_ls, "accuracy": 0.4,
-                  "delta_star": vd_study_delta(v)}]
-    table = vd_study.vd_table(pd.DataFrame(rows))
-    assert table["ece_reduction"].round(6).tolist() == [0.2, 0.1, 0.01]
-    assert table["v_over_d"].tolist() == [8.0, 32.0, 512.0]
-    f = vd_study.vd_findings(table)["0.1"]
-    assert f["spearman_v_over_d"] == pytest.approx(-1.0) and f["n_reduced"] == 3
-
-
 def vd_study_delta(v):
     from lmcal.sft.train import optimal_logit_gap
 
@@ -193,11 +192,14 @@ def test_select_documents_keeps_a_prefix_per_corpus():
     assert vd_study.cells([512, 2048], [16]) == [(512, 16), (2048, 16)]
 
 
-def test_run_cell_end_to_end_on_tiny_corpus():
-    """Pretrain, evaluate and fine-tune a tiny (V, D) cell; rows carry Δ* and metrics for every model."""
+def test_run_cell_end_to_end_on_tiny_corpus(tmp_path):
+    """Pretrain, evaluate and fine-tune a tiny (V, D, seed) model; rows carry seed, Δ*, the LS confidence bound,
+    the confidence reached and metrics for every model; every checkpoint fingerprint holds the seed."""
+    from lmcal.core import io
     from lmcal.data import instructions as sft_data
     from lmcal.data.evalsets import synthetic as evalsets
     from lmcal.models import tokenizers as ladder
+    from lmcal.sft.vd_analysis import confidence_bound
 
     text = [" ".join(f"{i} plus {j} is {i + j}." for i in range(12) for j in range(12))] * 3
     tok = ladder.train_bpe_tokenizer(text, 300)
@@ -206,15 +208,29 @@ def test_run_cell_end_to_end_on_tiny_corpus():
     items = evalsets.arithmetic_evalset(12, seed=0, max_operand=9)
     conv = sft_data.arithmetic_conversations(32, seed=1, max_operand=9, exclude_questions=items["question"])
     run = {"lr": 1e-3, "plain_template": {"user": "Question: {content}\nAnswer:", "assistant": " {content}"},
-           "use_chat_template": False, "max_length": 32, "train": {"max_steps": 2, "batch_size": 8}}
+           "use_chat_template": False, "max_length": 32,
+           "train": {"max_steps": 2, "batch_size": 8, "checkpoint_every": 1}}
     settings = {"method": "option", "normalization": "mean", "template": "Question: {question}\nAnswer:",
                 "chat_template": "never", "n_bins": 5, "binning": "width", "batch_size": 16}
-    rows, rel = vd_study.run_cell(tok, streams, conv, items, hidden=16, arch={"layers": 1, "heads": 2},
-                                  pretrain_cfg={"steps": 2, "batch_size": 2, "seq_len": 16, "lr": 1e-3,
-                                                "warmup_steps": 1, "eval_tokens": 128},
-                                  run=run, label_smoothing=[0.0, 0.1], eval_settings=settings, seed=0)
-    assert rows["kind"].tolist() == ["base", "sft", "sft"]
+    rows, rel = vd_study.run_seeds(tok, streams, conv, items, hidden=16, arch={"layers": 1, "heads": 2},
+                                   pretrain_cfg={"steps": 2, "batch_size": 2, "seq_len": 16, "lr": 1e-3,
+                                                 "warmup_steps": 1, "eval_tokens": 128},
+                                   run=run, label_smoothing=[0.0, 0.1], eval_settings=settings, seeds=[3, 4],
+                                   checkpoint_dir=tmp_path / "cell")
+    assert rows["kind"].tolist() == ["base", "sft", "sft"] * 2 and rows["seed"].tolist() == [3] * 3 + [4] * 3
+    assert (rows["n_choices"] == 4).all() and set(rel["seed"]) == {3, 4}
+    assert rows["conf_bound"].tolist() == pytest.approx([1.0, 1.0, confidence_bound(0.1, len(tok), 4)] * 2)
+    assert ((0.25 - 1e-9 <= rows["conf_mean"]) & (rows["conf_mean"] <= rows["conf_max"])
+            & (rows["conf_max"] <= 1)).all()
+    assert rows["conf_mean"].tolist() == pytest.approx(rows["mean_confidence"].tolist())
+    assert rows.loc[0, "pretrain_loss"] != rows.loc[3, "pretrain_loss"]  # the seed changes init and batches
+    for seed in (3, 4):  # each seed has its own checkpoints, and their fingerprints hold the seed
+        for stage in ("pretrain", "sft-b0", "sft-b0.1"):
+            spec = io.read_json(tmp_path / "cell" / f"s{seed}" / stage / "checkpoint.json")["spec"]
+            assert spec["inputs"]["seed"] == seed and spec["settings"]["seed"] == seed, (seed, stage)
+    with pytest.raises(ValueError, match="no repeats"):
+        vd_study.run_seeds(tok, streams, conv, items, seeds=[1, 1])
     assert rows["delta_star"].iloc[2] == pytest.approx(vd_study_delta(len(tok)))
     assert rows["delta_star"].iloc[:2].isna().all()
-    assert ((rows["ece"] >= 0) & (rows["ece"] <= 1)).all() and len(rel) == 3 * 5
+    assert ((rows["ece"] >= 0) & (rows["ece"] <= 1)).all() and len(rel) == 2 * 3 * 5
     json.dumps(sft_summary.to_records(rows))  # JSON-ready (no NaN/inf)

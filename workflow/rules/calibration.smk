@@ -4,6 +4,7 @@
 #   results/calibration/model~{model}/eval~{evalset}/items.parquet      per item: probs, pred, gold, conf, correct
 #   results/calibration/model~{model}/eval~{evalset}/metrics.json       + reliability.png
 # Any model directory results/models/{model}/ (cached, ladder or fine-tuned) can be a target.
+import lmcal.workflow.datasets
 
 
 wildcard_constraints:
@@ -23,7 +24,7 @@ rule build_evalset:
     resources:
         mem_mb=2000,
     params:
-        spec=lookup(dpath="calibration/evalsets/{evalset}", within=config),
+        spec=lmcal.workflow.datasets.evalset_lookup(config),
     script:
         "../scripts/calibration_evalset.py"
 
@@ -64,7 +65,7 @@ rule evaluate_calibration:
             "binning": config["calibration"]["binning"],
             "batch_size": config["calibration"]["batch_size"],
         },
-        evalset_spec=lookup(dpath="calibration/evalsets/{evalset}", within=config),
+        evalset_spec=lmcal.workflow.datasets.evalset_lookup(config),
     script:
         "../scripts/calibration_evaluate.py"
 

@@ -1,4 +1,5 @@
 # Documents and pretrained models: everything a study reads, prepared once and recorded.
+import lmcal.workflow.datasets
 
 
 rule prepare_dataset:
@@ -15,7 +16,7 @@ rule prepare_dataset:
     resources:
         mem_mb=4000,
     params:
-        spec=lookup(dpath="datasets/{dataset}", within=config),
+        spec=lmcal.workflow.datasets.dataset_lookup(config),
     script:
         "../scripts/prepare_dataset.py"
 

@@ -31,9 +31,40 @@ rule entropy_calibrate_toyworld:
         "../scripts/entropy_calibrate_toyworld.py"
 
 
+rule entropy_calibrate_head:
+    input:
+        info="results/models/{model}/model_info.json",
+        prompts=expand(
+            "results/entropy/prompts/model~{{model}}/data~{dataset}.parquet",
+            dataset=CAL.get("datasets", []),
+        ),
+    output:
+        head=lmcal.workflow.entropy_calibrate.HEAD,
+        record="results/entropy/calibrated/model~{model}/head.json",
+    log:
+        "results/logs/entropy_calibrate_head/{model}.log",
+    benchmark:
+        "results/benchmarks/entropy_calibrate_head/{model}.tsv"
+    conda:
+        "../../envs/lmcal.yaml"
+    threads: 1
+    resources:
+        mem_mb=4000,
+    params:
+        settings=(CAL.get("methods") or {}).get("head") or {},
+        fit_fraction=CAL.get("fit_fraction", 0.5),
+        split_seed=CAL.get("split_seed", 0),
+        batch_size=CAL.get("batch_size", 8),
+        seed=config["entropy"]["seed"],
+        samples_per_prompt=config["entropy"]["samples_per_prompt"],
+    script:
+        "../scripts/entropy_calibrate_head.py"
+
+
 rule entropy_calibrate_run:
     input:
         info="results/models/{model}/model_info.json",
+        head=lmcal.workflow.entropy_calibrate.head_input(CAL),
         prompts=expand(
             "results/entropy/prompts/model~{{model}}/data~{dataset}.parquet",
             dataset=CAL.get("datasets", []),
@@ -88,12 +119,41 @@ rule entropy_calibrate_summary:
             dataset=CAL.get("datasets", []),
             method=list(CAL.get("methods", {})),
         ),
+        calibrated=expand(
+            "results/entropy/calibrated/model~{model}/data~{dataset}/method~{method}.parquet",
+            model=CAL.get("models", []),
+            dataset=CAL.get("datasets", []),
+            method=list(CAL.get("methods", {})),
+        ),
+        tau1=expand(
+            "results/entropy/samples/model~{model}/data~{dataset}/decode~{decode}.parquet",
+            model=CAL.get("models", []),
+            dataset=CAL.get("datasets", []),
+            decode=config["entropy_analysis"]["reference_decode"],
+        ),
+        human=expand(
+            "results/entropy/human/model~{model}/data~{dataset}/decode~{decode}.parquet",
+            model=CAL.get("models", []),
+            dataset=CAL.get("datasets", []),
+            decode=config["entropy_analysis"]["reference_decode"],
+        ),
+        heads=expand(
+            "results/entropy/calibrated/model~{model}/head.json",
+            model=CAL.get("models", []) if "head" in (CAL.get("methods") or {}) else [],
+        ),
     output:
         summary="results/entropy/calibrated/summary.json",
         table="results/entropy/calibrated/table.parquet",
+        curves="results/entropy/calibrated/step_curves.parquet",
         figure=report(
             "results/entropy/calibrated/fig3_calibrated.png",
             caption="../report/entropy_calibrate_fig3.rst",
+            category="Entropy",
+            subcategory="Calibrated sampler",
+        ),
+        curves_figure=report(
+            "results/entropy/calibrated/step_curves.png",
+            caption="../report/entropy_calibrate_curves.rst",
             category="Entropy",
             subcategory="Calibrated sampler",
         ),
@@ -108,5 +168,7 @@ rule entropy_calibrate_summary:
         mem_mb=1000,
     params:
         settings=CAL,
+        max_len=config["entropy_analysis"]["max_len"],
+        smoothing=config["entropy_analysis"]["smoothing"],
     script:
         "../scripts/entropy_calibrate_summary.py"

@@ -1,4 +1,5 @@
 # The model ladder: a BPE tokenizer and small Llama models trained on the default corpora.
+import lmcal.workflow.datasets
 
 
 rule train_tokenizer:
@@ -21,6 +22,7 @@ rule train_tokenizer:
         vocab_size=config["ladder"]["vocab_size"],
         tokenizer_chars=config["ladder"]["tokenizer_chars"],
         eval_fraction=config["ladder"]["eval_fraction"],
+        train_only=lmcal.workflow.datasets.ladder_train_only(config),
         seed=config["seed"],
     script:
         "../scripts/train_tokenizer.py"

@@ -3,9 +3,11 @@
 #   results/sft/data/{data}.parquet                          conversations (Tulu messages format)
 #   results/models/{base}--sft-{tag}/                        fine-tuned model (tag = b{beta}-lr{lr}-s{seed}[...])
 #   results/sft/history/{base}--sft-{tag}.parquet            per-step loss, lr, grad norm
-#   results/sft/vd/cells/v{vocab}-d{hidden}.parquet          V/D cell: base + SFT per beta, metrics and gaps
+#   results/sft/vd/cells/v{vocab}-d{hidden}.parquet          V/D cell, every seed: base + SFT per beta, metrics, bound
+#   results/sft/buckets.parquet (+ .png)                     knowledge world: calibration per fact-frequency bucket
 #   results/sft/summary.json                                 tables, findings, Delta* per model
 import lmcal.workflow.sft
+import lmcal.workflow.datasets
 
 
 rule sft_data:
@@ -79,6 +81,7 @@ rule sft_vd_tokenizer:
         tokenizer_chars=config["sft"]["vd"]["tokenizer_chars"],
         corpus_chars=config["sft"]["vd"]["corpus_chars"],
         eval_fraction=config["sft"]["vd"]["eval_fraction"],
+        train_only=lmcal.workflow.sft.vd_train_only(config),
         seed=config["seed"],
     script:
         "../scripts/sft_vd_tokenizer.py"
@@ -113,7 +116,7 @@ rule sft_vd_cell:
         eval_settings=lmcal.workflow.sft.eval_settings(
             config, lmcal.workflow.sft.vd_run(config)["evalsets"][0]
         ),
-        seed=config["seed"],
+        seeds=config["sft"]["vd"]["seeds"],
         checkpoint_dir="results/sft/vd/checkpoints/v{vocab}-d{hidden}",
     script:
         "../scripts/sft_vd_cell.py"
@@ -126,6 +129,7 @@ rule sft_summary:
         infos=lmcal.workflow.sft.info_targets(config),
         histories=lmcal.workflow.sft.history_targets(config),
         vd=lmcal.workflow.sft.vd_targets(config),
+        base_scored=lmcal.workflow.datasets.fact_base_items(config),
     output:
         table="results/sft/table.parquet",
         effects="results/sft/ls_effect.parquet",
@@ -139,6 +143,9 @@ rule sft_summary:
         ls_effect=report("results/sft/ls_effect.png", caption="../report/sft_ls_effect.rst", category="SFT"),
         vd_effect=report("results/sft/vd_effect.png", caption="../report/sft_vd_effect.rst", category="SFT"),
         vd_gap=report("results/sft/vd_gap.png", caption="../report/sft_vd_gap.rst", category="SFT"),
+        vd_bound=report("results/sft/vd_bound.png", caption="../report/sft_vd_bound.rst", category="SFT"),
+        buckets="results/sft/buckets.parquet",
+        buckets_figure=report("results/sft/buckets.png", caption="../report/sft_buckets.rst", category="SFT"),
         tables_html=report("results/sft/tables.html", caption="../report/sft_tables.rst", category="SFT"),
         summary=report("results/sft/summary.json", caption="../report/summary.rst", category="SFT"),
     log:
@@ -155,5 +162,8 @@ rule sft_summary:
         pairs=lmcal.workflow.sft.evaluation_pairs(config),
         n_bins=config["calibration"]["n_bins"],
         binning=config["calibration"]["binning"],
+        fact_evalsets=lmcal.workflow.datasets.fact_evalsets(config),
+        base_pairs=lmcal.workflow.datasets.fact_base_pairs(config),
+        facts=config["facts"],
     script:
         "../scripts/sft_summary.py"

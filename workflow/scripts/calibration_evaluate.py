@@ -15,7 +15,9 @@ with job_run(snakemake) as run:
     model, tokenizer = models.load_model(Path(snakemake.input.info).parent)
     items = io.read_parquet(snakemake.input.evalset)
     start = time.perf_counter()
-    settings = {**p.settings, "template": p.evalset_spec.get("template") or p.settings["template"]}
+    # A set may name its own template and scoring method (e.g. the same items scored by option and by letter).
+    settings = {**p.settings, "template": p.evalset_spec.get("template") or p.settings["template"],
+                "method": p.evalset_spec.get("method") or p.settings["method"]}
     scored, metrics, table = mcq.evaluate_calibration(model, tokenizer, items, **settings)
     metrics.update(model=snakemake.wildcards.model, evalset=snakemake.wildcards.evalset,
                    seconds=time.perf_counter() - start)

@@ -11,7 +11,7 @@ p = snakemake.params
 with job_run(snakemake) as run:
     docs = vd_study.select_documents([io.read_parquet(f) for f in snakemake.input.documents], p.corpus_chars)
     tok, streams, manifest = ladder.build_tokenizer_and_streams(
-        docs, int(snakemake.wildcards.vocab), p.tokenizer_chars, p.eval_fraction, p.seed)
+        docs, int(snakemake.wildcards.vocab), p.tokenizer_chars, p.eval_fraction, p.seed, train_only=p.train_only)
     with io.atomic_dir(Path(snakemake.output.tokenizer).parent) as tmp:
         tok.save_pretrained(tmp)
     ladder.save_token_streams(snakemake.output.tokens, **streams)

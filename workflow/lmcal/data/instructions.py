@@ -227,7 +227,8 @@ def _sample(df: pd.DataFrame, n: int | None, seed: int) -> pd.DataFrame:
 def build_instruction_data(spec: dict[str, Any], eval_items: pd.DataFrame | None = None) -> pd.DataFrame:
     """Conversations for one ``sft.instruction_data`` entry (see ``workflow/schemas/sft.schema.yaml``).
 
-    ``kind``: ``countries`` (needs the evaluation split's ``eval_fraction``/``split_seed``/``fields``),
+    ``kind``: ``countries`` (needs the evaluation split's ``eval_fraction``/``split_seed``/``fields``), ``facts``
+    (the knowledge world's SFT side; ``settings``),
     ``arithmetic`` (``eval_items``' questions are excluded) or ``hub`` (``path`` or ``hub_id``).
     """
     kind = spec.get("kind")
@@ -236,6 +237,11 @@ def build_instruction_data(spec: dict[str, Any], eval_items: pd.DataFrame | None
         return country_fact_conversations(
             eval_fraction=float(spec.get("eval_fraction", 0.5)), split_seed=int(spec.get("split_seed", 0)),
             fields=spec.get("fields"), phrasing_seeds=spec.get("phrasing_seeds", [0]), max_examples=n, seed=seed)
+    if kind == "facts":  # SFT side of the knowledge world (lmcal.data.factworld); settings = the facts: block
+        from lmcal.data import factworld
+
+        return factworld.fact_conversations(spec.get("settings"), phrasing_seeds=spec.get("phrasing_seeds", [0]),
+                                            max_examples=n, seed=seed)
     if kind == "arithmetic":
         exclude = [] if eval_items is None else eval_items["question"].astype(str).tolist()
         return arithmetic_conversations(int(n or 2000), seed=seed, max_operand=int(spec.get("max_operand", 99)),
@@ -247,7 +253,7 @@ def build_instruction_data(spec: dict[str, Any], eval_items: pd.DataFrame | None
         return load_instruction_data(str(source), fmt=spec.get("format", "auto"), split=spec.get("split", "train"),
                                      revision=spec.get("revision"), name=spec.get("hub_config"),
                                      max_examples=n, seed=seed)
-    raise ValueError(f"kind: expected countries, arithmetic or hub, got {kind!r}")
+    raise ValueError(f"kind: expected countries, facts, arithmetic or hub, got {kind!r}")
 
 
 # ----------------------------------------------------------------------------------------- tokenization

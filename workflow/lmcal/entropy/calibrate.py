@@ -23,7 +23,7 @@ import pandas as pd
 
 from lmcal.core import io
 
-METHODS = ("lookahead", "rollout")
+METHODS = ("lookahead", "rollout", "head")
 
 
 def split_documents(doc_ids: Sequence[str], fit_fraction: float, seed: int = 0) -> tuple[list[str], list[str]]:
@@ -65,12 +65,17 @@ def decode_points(docsums: Mapping[str, pd.DataFrame], doc_ids: Sequence[str]) -
     return out
 
 
-def calibration_for(method: str, settings: Mapping[str, Any], a: float = 0.0):
-    """The `FutureCalibration` of a configured method: lookahead {k}, rollout {k, m, h}."""
+def calibration_for(method: str, settings: Mapping[str, Any], a: float = 0.0, head=None):
+    """The `FutureCalibration` of a configured method: lookahead {k}, rollout {k, m, h}, head (a trained
+    `lmcal.lm.future_head.FutureHead`; its settings describe how it was trained, the head gives every token's F)."""
     from lmcal.lm.future import FutureCalibration
 
     if method not in METHODS:
         raise ValueError(f"entropy_calibrate.methods: unknown method {method!r} (known: {METHODS})")
+    if method == "head":
+        if head is None:
+            raise ValueError("entropy_calibrate.methods.head: no trained head given (rule entropy_calibrate_head)")
+        return FutureCalibration(a=float(a), kind="head", head=head)
     s = dict(settings or {})
     return FutureCalibration(a=float(a), kind=method, top_k=int(s.get("k", 4)), n_rollouts=int(s.get("m", 4)),
                              horizon=int(s.get("h", 4)))
@@ -124,8 +129,10 @@ def _expand_samples(prompts: pd.DataFrame, keep: set[str], samples_per_prompt: i
 def calibrate_one(model, prompts: pd.DataFrame, docsums: Mapping[str, pd.DataFrame], *, method: str,
                   settings: Mapping[str, Any], a_grid: Sequence[float], fit_fraction: float, split_seed: int,
                   seed: int, max_new_tokens: int, samples_per_prompt: int, batch_size: int, max_len: int | None,
-                  reference_decode: str, pad_token_id: int, eos_token_ids) -> tuple[dict[str, Any], pd.DataFrame]:
-    """Fit ``a`` on the fit half, sample and score on the eval half: (record, calibrated eval samples)."""
+                  reference_decode: str, pad_token_id: int, eos_token_ids, head=None
+                  ) -> tuple[dict[str, Any], pd.DataFrame]:
+    """Fit ``a`` on the fit half, sample and score on the eval half: (record, calibrated eval samples);
+    ``head`` is the trained future head of method ``head`` (trained on the fit half only)."""
     from lmcal.lm.future import fit_a
 
     grid = [float(a) for a in a_grid]
@@ -139,14 +146,14 @@ def calibrate_one(model, prompts: pd.DataFrame, docsums: Mapping[str, pd.DataFra
         return ([list(by_id.loc[d, "prompt_ids"]) for d in ids], [cut(by_id.loc[d, "continuation_ids"]) for d in ids],
                 [int(prompts.index[prompts["doc_id"].astype(str) == d][0]) * samples_per_prompt for d in ids])
 
-    cal0 = calibration_for(method, settings)
+    cal0 = calibration_for(method, settings, head=head)
     common = {"seed": seed, "batch_size": batch_size, "pad_token_id": pad_token_id, "eos_token_ids": eos_token_ids}
     t0 = time.perf_counter()
     nll_fit, n_fit = human_nll_grid(model, *human(fit_ids), cal0, grid, **common)
     a = fit_a(grid, nll_fit)
     nll_eval, n_eval = human_nll_grid(model, *human(eval_ids), cal0, grid, **common)
     t1 = time.perf_counter()
-    cal = calibration_for(method, settings, a)
+    cal = calibration_for(method, settings, a, head=head)
     ids, docs, idx = _expand_samples(prompts, set(eval_ids), samples_per_prompt)
     samples = sample_calibrated(model, ids, docs, idx, cal, seed=seed, max_new_tokens=max_new_tokens, **{
         k: common[k] for k in ("batch_size", "pad_token_id", "eos_token_ids")})
@@ -173,15 +180,23 @@ def calibrate_one(model, prompts: pd.DataFrame, docsums: Mapping[str, pd.DataFra
 
 def run_calibration(model_dir: str | os.PathLike, prompt_files: Sequence[str], docsum_files: Sequence[str],
                     records_out: Sequence[str], samples_out: Sequence[str], *, methods: Mapping[str, Mapping],
-                    decodes: Sequence[str], **kw) -> dict[str, Any]:
+                    decodes: Sequence[str], head_file: str | None = None, **kw) -> dict[str, Any]:
     """Job entry: every (dataset, method) of one model; ``records_out``/``samples_out`` are the paths
-    ``.../data~{d}/method~{k}.json|.parquet`` and ``docsum_files`` the study's ``.../data~{d}/decode~{k}.parquet``."""
+    ``.../data~{d}/method~{k}.json|.parquet`` and ``docsum_files`` the study's ``.../data~{d}/decode~{k}.parquet``;
+    ``head_file`` is the model's trained head (`lmcal.lm.future_head.save_head`) when method ``head`` runs."""
     from lmcal.core.paths import output_key, run_key
     from lmcal.lm.padding import pad_token_id
     from lmcal.models.store import load_model, load_model_info
 
     model, tok = load_model(model_dir)
     info = load_model_info(model_dir)
+    head = None
+    if "head" in methods:
+        from lmcal.lm.future_head import load_head
+
+        if not head_file:
+            raise ValueError("method head needs the model's trained head file (rule entropy_calibrate_head)")
+        head = load_head(head_file)
     prompts = {output_key(p)[0]: Path(p) for p in prompt_files if str(p).endswith(".parquet")}
     sums: dict[str, dict[str, pd.DataFrame]] = {}
     for f in docsum_files:
@@ -195,7 +210,8 @@ def run_calibration(model_dir: str | os.PathLike, prompt_files: Sequence[str], d
             raise ValueError(f"record and samples outputs are not aligned: {rec_path} / {smp_path}")
         record, samples = calibrate_one(model, pd.read_parquet(prompts[dataset]), sums[dataset], method=method,
                                         settings=methods[method], pad_token_id=pad_token_id(tok),
-                                        eos_token_ids=info.eos_token_ids, **kw)
+                                        eos_token_ids=info.eos_token_ids, head=head if method == "head" else None,
+                                        **kw)
         record = {"model": info.name, "dataset": dataset, **record}
         io.write_parquet(samples, smp_path)
         io.write_json(record, rec_path)

@@ -64,3 +64,31 @@ def plot_toyworld(toy: Mapping[str, Any], per_step_names: Sequence[str] | None =
     right.set(xlabel="total log loss under p* (nats)", ylabel="total EntCE (nats)", title="methods (exact totals)")
     fig.tight_layout()
     return fig
+
+
+def plot_step_curves(curves):
+    """Per-step entropy (EMA-smoothed, nats) of the τ = 1 samples (grey), of each method's calibrated samples
+    (colours) and the human per-step log loss under p^ (dashed), on the held-out documents: rows = datasets,
+    columns = models (spec Figure 2 layout)."""
+    from lmcal.entropy.calibrate_curves import HUMAN, TAU1
+
+    models, datasets = sorted(curves["model"].unique()), sorted(curves["dataset"].unique())
+    methods = sorted(s for s in curves["series"].unique() if s not in (TAU1, HUMAN))
+    colours = dict(zip(methods, sns.color_palette("colorblind", max(len(methods), 1))))
+    fig, axes = plt.subplots(max(len(datasets), 1), max(len(models), 1), squeeze=False, sharey="row",
+                             figsize=(3.6 * max(len(models), 1), 2.8 * max(len(datasets), 1)))
+    for i, dataset in enumerate(datasets):
+        for j, model in enumerate(models):
+            ax = axes[i][j]
+            sub = curves[(curves["model"] == model) & (curves["dataset"] == dataset)]
+            for series, style in ([(TAU1, {"color": "0.4", "lw": 1.2}), (HUMAN, {"color": "k", "ls": "--", "lw": 1})]
+                                  + [(m, {"color": colours[m], "lw": 1.2}) for m in methods]):
+                c = sub[sub["series"] == series].sort_values("step")
+                if len(c):
+                    ax.plot(c["step"], c["smoothed"], label=series, **style)
+            ax.set(title=f"{model} / {dataset}", xlabel="step")
+            if j == 0:
+                ax.set_ylabel("nats (EMA-smoothed)")
+    axes[0][0].legend(fontsize=7)
+    fig.tight_layout()
+    return fig

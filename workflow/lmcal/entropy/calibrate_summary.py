@@ -73,10 +73,18 @@ def verdict_text(row: Mapping[str, Any]) -> str:
 
 
 def calibrated_summary(records: Sequence[Mapping[str, Any]], toy: Mapping[str, Any] | None,
-                       settings: Mapping[str, Any]) -> dict[str, Any]:
+                       settings: Mapping[str, Any], curves=None, heads: Mapping[str, Any] | None = None
+                       ) -> dict[str, Any]:
     """``results/entropy/calibrated/summary.json``: the table, the verdict per (model, dataset, method), the rule,
-    every eval-half decode point, and the toy world's exact table."""
+    every eval-half decode point, the toy world's exact table; with ``curves``
+    (`lmcal.entropy.calibrate_curves.step_curves`) each row also gets its per-step numbers (first / last quarter,
+    drift) and with ``heads`` (model -> head training record) the head's validation error."""
     rows = [verdict_row(r) for r in records]
+    if curves is not None:
+        from lmcal.entropy.calibrate_curves import curve_numbers
+
+        for row in rows:
+            row.update(curve_numbers(curves, row["model"], row["dataset"], row["method"]))
     return io.jsonable({
         "settings": dict(settings), "verdict_rule": VERDICT_RULE, "tolerance": TOLERANCE,
         "table": rows,
@@ -87,6 +95,10 @@ def calibrated_summary(records: Sequence[Mapping[str, Any]], toy: Mapping[str, A
         "cost": [{"model": r["model"], "dataset": r["dataset"], "method": r["method"], **r["wall_s"],
                   "sampled_tokens_per_s": r["sampled_tokens_per_s"]} for r in records],
         "toyworld": dict(toy) if toy else None,
+        "heads": {m: {k: h[k] for k in ("n_pairs", "train_mse", "val_mse", "val_rmse_vs_rollout",
+                                        "val_rmse_vs_lookahead", "val_rmse_constant_vs_rollout",
+                                        "val_rmse_rollout_vs_lookahead", "settings", "wall_s")}
+                  for m, h in (heads or {}).items()},
     })
 
 

@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 
 from lmcal.core import io
 from lmcal.lm.decode import DecodeConfig, entropy
-from lmcal.lm.future import FutureCalibration, adjust_log_probs, candidate_future, fill_future
+from lmcal.lm.future import FutureCalibration, adjust_log_probs, future_values, hidden_tap
 from lmcal.lm.padding import left_pad
 
 log = logging.getLogger(__name__)
@@ -91,13 +91,22 @@ def sample_batch(
     distribution instead, and its entropy and log-probs are the ones recorded; rollouts draw from
     ``future_rngs`` (one per prompt), never from the sampling streams, so the draws stay coupled across methods.
     """
-    from transformers import DynamicCache
-
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     if len(rngs) != len(prompts):
         raise ValueError(f"rngs: need one generator per prompt ({len(prompts)}), got {len(rngs)}")
     eos = torch.as_tensor(sorted({int(e) for e in eos_token_ids}), dtype=torch.long)
+    calibrated = calibration is not None and calibration.active
+    with hidden_tap(model, enabled=calibrated and calibration.kind == "head") as tap:  # head: F from lm_head's input
+        return _sample_steps(model, prompts, rngs, decode, max_new_tokens, eos, pad_token_id, stop_at_eos,
+                             calibration if calibrated else None, future_rngs, tap)
+
+
+def _sample_steps(model, prompts, rngs, decode, max_new_tokens, eos, pad_token_id, stop_at_eos, calibration,
+                  future_rngs, tap) -> list[dict[str, Any]]:
+    """The body of `sample_batch` (``calibration`` is None or active; ``tap`` holds the final hidden state)."""
+    from transformers import DynamicCache
+
     ids, mask, pos = left_pad(prompts, pad_token_id)
     n = len(prompts)
     rows = [{"tokens": [], "entropy": [], "logprob": [], "ended_eos": False} for _ in range(n)]
@@ -111,10 +120,10 @@ def sample_batch(
     next_pos = pos[:, -1] + 1
     for step in range(max_new_tokens):
         lp = decode.apply(out.logits[:, -1, :])
-        if calibration is not None and calibration.active:
+        if calibration is not None:
             frngs = None if future_rngs is None else [future_rngs[r] for r in alive]
-            cand, f_cand = candidate_future(model, cache, mask, next_pos, lp, calibration, frngs, eos.tolist())
-            lp = adjust_log_probs(lp, fill_future(lp, cand, f_cand), calibration.a)
+            F = future_values(model, cache, mask, next_pos, lp, calibration, frngs, eos.tolist(), tap.last)
+            lp = adjust_log_probs(lp, F, calibration.a)
         ent = entropy(lp)
         u = torch.tensor([rngs[r].random() for r in alive], dtype=torch.float64)
         tok = draw_from_log_probs(lp, u)

@@ -67,12 +67,17 @@ def load_token_streams(path: str | Path) -> dict[str, np.ndarray]:
 # ---- pipeline steps (called by workflow/scripts; kept here so they are tested) ----
 
 def build_tokenizer_and_streams(documents: list, vocab_size: int, tokenizer_chars: int, eval_fraction: float,
-                                seed: int):
+                                seed: int, train_only: list[bool] | None = None):
     """Train the ladder tokenizer on the first ``tokenizer_chars`` characters of each corpus, then tokenize
     every document into a train and a held-out stream (held-out documents chosen by id hash).
 
-    ``documents`` is a list of DataFrames (doc_id, text), one per corpus. Returns (tokenizer, streams, manifest).
+    ``documents`` is a list of DataFrames (doc_id, text), one per corpus; ``train_only[i]`` puts every document of
+    corpus i in the train stream (the fact corpus: the held-out loss stays natural text only).
+    Returns (tokenizer, streams, manifest).
     """
+    train_only = [False] * len(documents) if train_only is None else [bool(t) for t in train_only]
+    if len(train_only) != len(documents):
+        raise ValueError(f"train_only: expected one flag per corpus ({len(documents)}), got {len(train_only)}")
     sample = []
     for docs in documents:
         budget = tokenizer_chars
@@ -84,11 +89,12 @@ def build_tokenizer_and_streams(documents: list, vocab_size: int, tokenizer_char
     tok = train_bpe_tokenizer(sample, vocab_size)
     import pandas as pd
 
-    all_docs = pd.concat(documents, ignore_index=True)
-    held = split_documents(list(all_docs["doc_id"]), eval_fraction, seed)
+    all_docs = pd.concat([d.assign(_train_only=t) for d, t in zip(documents, train_only)], ignore_index=True)
+    held = split_documents(list(all_docs["doc_id"]), eval_fraction, seed) & ~all_docs["_train_only"].to_numpy(bool)
     train = tokenize_documents(tok, all_docs.loc[~held, "text"])
     evals = tokenize_documents(tok, all_docs.loc[held, "text"])
     manifest = {"vocab_size": len(tok), "train_tokens": int(len(train)), "eval_tokens": int(len(evals)),
                 "train_docs": int((~held).sum()), "eval_docs": int(held.sum()),
+                "train_only_docs": int(all_docs["_train_only"].sum()),
                 "chars_per_token": float(all_docs["text"].str.len().sum() / max(1, len(train) + len(evals)))}
     return tok, {"train": train, "eval": evals}, manifest

@@ -2,7 +2,8 @@
 
 Paper finding 1: SFT (β = 0) degrades calibration (ECE rises). Finding 2: label smoothing restores it, except at
 large V/D (its ECE reduction falls as V/D grows). Every ECE difference is paired over the same evaluation items
-and its interval is a percentile bootstrap over items; the V/D trend's interval resamples the V/D cells.
+and its interval is a percentile bootstrap over items; the V/D trend is the slope of the reduction on ln(V/D)
+(``lmcal.sft.vd_analysis.trend``), its interval a bootstrap over V/D cells and seeds within cells.
 """
 
 from __future__ import annotations
@@ -38,11 +39,14 @@ def _ci(draws: np.ndarray) -> list[float]:
 
 
 def sft_claims(runs: list[dict], items: dict[tuple[str, str], pd.DataFrame], vd: pd.DataFrame | None, *,
-               n_bins: int, binning: str, n_boot: int = N_BOOT, seed: int = 0) -> list[dict[str, Any]]:
+               n_bins: int, binning: str, n_boot: int = N_BOOT, seed: int = 0,
+               vd_findings: dict[str, Any] | None = None) -> list[dict[str, Any]]:
     """Claims of the main grid (finding 1, the LS effect per cell and β, finding 2 with the V/D trend).
 
-    ``items``: (model, evalset) → scored items (item_id, conf, correct). ``vd``: the V/D table (columns
-    v_over_d, label_smoothing, ece_reduction) or None when the V/D study is off.
+    ``items``: (model, evalset) → scored items (item_id, conf, correct). ``vd``: the V/D table
+    (``vd_analysis.vd_table``: vocab_size, hidden_size, v_over_d, log_v_over_d, label_smoothing, ece_reduction)
+    or None when the V/D study is off. ``vd_findings`` (``vd_analysis.vd_findings`` of that table): its trend is
+    used as is, so finding 2 and the V/D claims quote the same interval; without it the trend is computed here.
     """
     main = [r for r in runs if r["kind"] == "main"]
     interval = f"{CI:.0%} bootstrap over items"
@@ -78,28 +82,29 @@ def sft_claims(runs: list[dict], items: dict[tuple[str, str], pd.DataFrame], vd:
                 f"{r['base']} on {ev}: label smoothing beta={r['label_smoothing']:g} lowers ECE against beta=0",
                 point, ci=[lo, hi], interval=interval,
                 rule="value = ECE(beta=0) - ECE(beta); LS helps if the CI is above 0", verdict=bool(lo > 0)))
-    out.append(_finding2(cells, vd, n_boot, seed))
+    out.append(_finding2(cells, vd, n_boot, seed, vd_findings))
     return out
 
 
-def _finding2(cells: list[bool], vd: pd.DataFrame | None, n_boot: int, seed: int) -> dict[str, Any]:
-    """LS restores calibration (most cells' CI above 0) except at large V/D (Spearman ρ of reduction vs V/D < 0)."""
-    from scipy.stats import spearmanr
+def _finding2(cells: list[bool], vd: pd.DataFrame | None, n_boot: int, seed: int,
+              vd_findings: dict[str, Any] | None) -> dict[str, Any]:
+    """LS restores calibration (most cells' CI above 0) except at large V/D (slope of reduction on ln(V/D) < 0)."""
+    from lmcal.sft import vd_analysis
 
-    rho, ci = None, None
-    if vd is not None and len(vd) and vd["v_over_d"].nunique() >= 3:
-        g = vd[vd["label_smoothing"] == vd["label_smoothing"].min()]
-        x, y = g["v_over_d"].to_numpy(float), g["ece_reduction"].to_numpy(float)
-        rho = float(spearmanr(x, y)[0])
-        idx = np.random.default_rng(seed).integers(0, len(x), size=(n_boot, len(x)))
-        draws = np.array([spearmanr(x[i], y[i])[0] for i in idx if np.ptp(x[i]) > 0 and np.ptp(y[i]) > 0])
-        ci = _ci(draws) if len(draws) else None
+    slope, ci = None, None
+    if vd is not None and len(vd):
+        beta = float(vd["label_smoothing"].min())
+        if vd_findings is not None:
+            t = vd_findings[f"{beta:g}"]["ece"]
+        else:
+            t = vd_analysis.trend(vd[vd["label_smoothing"] == beta], "ece_reduction", n_boot=n_boot, seed=seed)
+        slope, ci = t["slope"], t["ci"]
     helps = bool(cells) and sum(cells) > len(cells) / 2
-    verdict = None if rho is None or ci is None else bool(helps and ci[1] < 0)
+    verdict = None if slope is None or ci is None else bool(helps and ci[1] < 0)
     return claim(
         "sft.finding2.ls_restores_except_large_vd",
         f"paper finding 2: label smoothing restores calibration ({sum(cells)} of {len(cells)} main-grid cells), "
-        "except at large V/D", rho, ci=ci, interval=f"{CI:.0%} bootstrap over V/D cells",
-        rule="value = Spearman rho of the LS ECE reduction vs V/D (V/D study, smallest beta > 0); reproduces if "
-             "LS lowers ECE (CI above 0) in most main-grid cells and the CI of rho is below 0; n/a without a V/D "
-             "study of >= 3 V/D values", verdict=verdict)
+        "except at large V/D", slope, ci=ci, interval=f"{CI:.0%} bootstrap over V/D cells, then seeds within cells",
+        rule="value = least-squares slope of the LS ECE reduction on ln(V/D) (V/D study, smallest beta > 0); "
+             "reproduces if LS lowers ECE (CI above 0) in most main-grid cells and the CI of the slope is below 0; "
+             "n/a without a V/D study of >= 2 V/D values", verdict=verdict)

@@ -110,3 +110,64 @@ def logit_gap_vs_delta_star(rows: pd.DataFrame) -> Figure:
     ax.set(xlabel="Δ* = ln(1 + (1−β)V/β)", ylabel="realised gap z_y − mean z_j (after SFT)")
     sns.despine(fig=fig)
     return fig
+
+
+def vd_benefit_trend(table: pd.DataFrame, findings: Mapping[str, dict]) -> Figure:
+    """V/D study: LS benefit in ECE and RMS-CE against V/D, one point per seed, cell means, the fitted slope.
+
+    ``table`` is ``vd_analysis.vd_table``, ``findings`` its ``vd_analysis.vd_findings`` (slope and CI per β)."""
+    panels = (("ece", "ece_reduction", "ECE(β=0) − ECE(β)"), ("rms_ce", "rms_ce_reduction", "RMS-CE(β=0) − RMS-CE(β)"))
+    fig = Figure(figsize=(10.5, 4.2))
+    axes = fig.subplots(1, 2)
+    for ax, (metric, col, label) in zip(axes, panels):
+        for k, (beta, grp) in enumerate(table.groupby("label_smoothing")):
+            color = PALETTE[k % len(PALETTE)]
+            ax.scatter(grp["v_over_d"], grp[col], s=10, color=color, alpha=0.5)
+            cell = grp.groupby(["vocab_size", "hidden_size"]).agg(x=("v_over_d", "first"), y=(col, "mean"))
+            ax.scatter(cell["x"], cell["y"], s=36, color=color, edgecolor="black", lw=0.5, zorder=3)
+            for (v, d), r in cell.iterrows():
+                ax.annotate(f"V{int(v)}/D{int(d)}", (r["x"], r["y"]), fontsize=6, xytext=(3, 3),
+                            textcoords="offset points")
+            t = findings.get(f"{float(beta):g}", {}).get(metric, {})
+            text = f"β={beta:g}"
+            if t.get("slope") is not None:
+                x = np.log(grp["v_over_d"].to_numpy(float))
+                xs = np.linspace(x.min(), x.max(), 20)
+                ax.plot(np.exp(xs), grp[col].mean() + t["slope"] * (xs - x.mean()), color=color, lw=1.2)
+                text += f": slope {t['slope']:+.4f}"
+                if t.get("ci"):
+                    text += f" [{t['ci'][0]:+.4f}, {t['ci'][1]:+.4f}]"
+            ax.plot([], [], color=color, label=text)
+        ax.axhline(0, color="0.4", lw=0.8, ls="--")
+        ax.set_xscale("log")
+        ax.set(xlabel="V / D", ylabel=f"{label}  (> 0: LS helps)")
+        ax.legend(frameon=False, fontsize=7, title="slope per ln(V/D), 95% CI", title_fontsize=7)
+    axes[0].set_title("V/D study: label-smoothing benefit vs V/D", fontsize=10)
+    sns.despine(fig=fig)
+    return fig
+
+
+def vd_confidence_bound(rows: pd.DataFrame) -> Figure:
+    """Per SFT model of the V/D study: the confidence bound of the LS target against the mean and max
+    option-renormalised confidence the model reaches, along V/D (``vd_analysis.confidence_bound``)."""
+    fig = Figure(figsize=(5.8, 4.2))
+    ax = fig.subplots()
+    sft_rows = rows[rows["kind"] == "sft"] if len(rows) else rows
+    if not len(sft_rows):
+        ax.text(0.5, 0.5, "no V/D models", ha="center", va="center", transform=ax.transAxes)
+        return fig
+    for k, (beta, grp) in enumerate(sft_rows.groupby("label_smoothing")):
+        color = PALETTE[k % len(PALETTE)]
+        cell = grp.groupby("v_over_d")[["conf_bound", "conf_mean", "conf_max"]].agg(
+            {"conf_bound": "min", "conf_mean": "mean", "conf_max": "max"}).sort_index()
+        ax.plot(cell.index, cell["conf_bound"], "-", color=color, lw=1.4, label=f"β={beta:g}: LS bound")
+        ax.scatter(grp["v_over_d"], grp["conf_max"], marker="^", s=18, color=color, label=f"β={beta:g}: max reached")
+        ax.scatter(grp["v_over_d"], grp["conf_mean"], marker="o", s=14, facecolor="none", edgecolor=color,
+                   label=f"β={beta:g}: mean reached")
+    ax.set_xscale("log")
+    ax.set(xlabel="V / D", ylabel="option-renormalised confidence", ylim=(0, 1.02),
+           title="LS confidence bound vs confidence reached")
+    ax.title.set_fontsize(10)
+    ax.legend(frameon=False, fontsize=7, loc="lower left")
+    sns.despine(fig=fig)
+    return fig

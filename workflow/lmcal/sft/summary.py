@@ -134,12 +134,37 @@ def reliability_panels(runs: list[dict], pairs: list[tuple[str, str]], item_path
     return panels
 
 
+def vd_results(rows: pd.DataFrame | None) -> dict[str, Any]:
+    """The V/D section of the summary from the stacked cell tables (None: study disabled): table, findings,
+    MLflow metrics, its three figures and the JSON-ready ``summary["vd"]`` block ({} when disabled)."""
+    from lmcal.sft import figures as figs
+    from lmcal.sft import vd_analysis
+
+    if rows is None or not len(rows):
+        return {"rows": None, "table": None, "findings": {}, "metrics": {}, "summary": {}, "figures": {
+            "vd_effect": figs.ls_effect_vs_v_over_d(pd.DataFrame(), title="V/D study (disabled)"),
+            "vd_gap": figs.logit_gap_vs_delta_star(pd.DataFrame(columns=["kind", "delta_star"])),
+            "vd_bound": figs.vd_confidence_bound(pd.DataFrame(columns=["kind"]))}}
+    table = vd_analysis.vd_table(rows)
+    found = vd_analysis.vd_findings(table)
+    return {"rows": rows, "table": table, "findings": found, "metrics": vd_analysis.mlflow_metrics(rows, found),
+            "summary": {"table": to_records(table), "findings": found, "rows": to_records(rows)},
+            "figures": {"vd_effect": figs.vd_benefit_trend(table, found), "vd_gap": figs.logit_gap_vs_delta_star(rows),
+                        "vd_bound": figs.vd_confidence_bound(rows)}}
+
+
 def summarize(runs: list[dict], pairs: list[tuple[str, str]], metric_paths: list[str], item_paths: list[str],
-              info_paths: list[str], vd_paths: list[str], *, n_bins: int, binning: str) -> dict[str, Any]:
-    """Everything the summary rule writes: tables, figures and the summary dict (JSON-ready)."""
+              info_paths: list[str], vd_paths: list[str], *, n_bins: int, binning: str,
+              fact_evalsets: list[str] = (), facts_settings: dict | None = None,
+              base_pairs: list[tuple[str, str]] = (), base_item_paths: list[str] = ()) -> dict[str, Any]:
+    """Everything the summary rule writes: tables, figures and the summary dict (JSON-ready).
+
+    ``fact_evalsets`` (the knowledge world's sets, ``facts_settings`` its ``facts:`` block) get per-bucket tables,
+    the reliability-by-bucket figure and per-set (per-method) claims (``lmcal.sft.fact_buckets``); ``base_pairs``
+    (scored items at ``base_item_paths``) add further base models to the bucket table, e.g. every ladder size."""
     from lmcal.core import io
     from lmcal.sft import figures as figs
-    from lmcal.sft import vd as vd_study
+    from lmcal.sft import vd_analysis
     from lmcal.sft.claims import sft_claims
 
     metrics = collect_metrics(pairs, metric_paths)
@@ -154,16 +179,23 @@ def summarize(runs: list[dict], pairs: list[tuple[str, str]], metric_paths: list
     summary = {"n_runs": len(runs), "n_bins": n_bins, "binning": binning, "table": to_records(table),
                "ls_effect": to_records(effects), "findings": findings(table, effects) if len(effects) else {},
                "delta_star": {r["model"]: r["delta_star"] for r in to_records(table)}}
-    out["figures"]["vd_effect"] = figs.ls_effect_vs_v_over_d(pd.DataFrame(), title="V/D study (disabled)")
-    out["figures"]["vd_gap"] = figs.logit_gap_vs_delta_star(pd.DataFrame(columns=["kind", "delta_star"]))
-    if vd_paths:
-        rows = pd.concat([io.read_parquet(p) for p in vd_paths], ignore_index=True)
-        vd = vd_study.vd_table(rows)
-        out.update(vd_rows=rows, vd_table=vd)
-        out["figures"]["vd_effect"] = figs.ls_effect_vs_v_over_d(vd, title="V/D study: LS effect vs V/D")
-        out["figures"]["vd_gap"] = figs.logit_gap_vs_delta_star(rows)
-        summary["vd"] = {"table": to_records(vd), "findings": vd_study.vd_findings(vd), "rows": to_records(rows)}
+    vd = vd_results(pd.concat([io.read_parquet(p) for p in vd_paths], ignore_index=True) if vd_paths else None)
+    out["figures"].update(vd.pop("figures"))
+    vd_findings = vd["findings"]
+    if vd["summary"]:
+        summary["vd"] = vd["summary"]
+        out.update(vd_rows=vd["rows"], vd_table=vd["table"], vd_metrics=vd["metrics"])
     items = {pair: io.read_parquet(p) for pair, p in zip(pairs, item_paths)}
-    summary["claims"] = sft_claims(runs, items, out.get("vd_table"), n_bins=n_bins, binning=binning)
+    summary["claims"] = (sft_claims(runs, items, out.get("vd_table"), n_bins=n_bins, binning=binning,
+                                    vd_findings=vd_findings)
+                         + vd_analysis.vd_claims(vd_findings))
+    from lmcal.sft import fact_buckets
+
+    extra = {tuple(pair): io.read_parquet(p) for pair, p in zip(base_pairs, base_item_paths)}
+    buckets = fact_buckets.bucket_tables(runs, {**extra, **items}, list(fact_evalsets), facts_settings or {},
+                                         n_bins=n_bins, binning=binning, extra_bases=list(extra))
+    out["buckets"], out["figures"]["buckets"] = buckets, fact_buckets.bucket_figure(buckets)
+    summary["buckets"] = to_records(buckets)
+    summary["claims"] += fact_buckets.method_claims(runs, items, n_bins=n_bins, binning=binning)
     out["summary"] = summary
     return out

@@ -2,9 +2,12 @@
 
 A controlled grid: byte-level BPE tokenizers at several V trained on the same documents, tiny Llama models at
 several D pretrained on the same token budget with the lead's ``lmcal.ladder`` trainer, then SFT at each β on the
-same instruction data and evaluated on the same multiple-choice set. Each cell (V, D) is one job: pretrain,
-evaluate the base model, fine-tune and evaluate once per β. The result per cell is ECE(β=0) − ECE(β) and the
-LS-optimal logit gap Δ* = ln(1 + (1 − β) V / β) next to the gap the model actually realises.
+same instruction data and evaluated on the same multiple-choice set. Each (V, D) cell is one job that runs every
+seed in turn (``run_seeds``; one job per seed would pay the ~9 core-s of torch/transformers imports per seed):
+per seed, pretrain, evaluate the base model, fine-tune and evaluate once per β. The result per model is its
+calibration, the LS-optimal logit gap Δ* = ln(1 + (1 − β) V / β) next to the gap the model realises, and the
+option-renormalised confidence it reaches next to the bound the LS target implies; the analysis across cells
+(benefit ECE(β=0) − ECE(β) against ln(V/D), its bootstrap interval, claims) is ``lmcal.sft.vd_analysis``.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ import copy
 import math
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -43,11 +45,15 @@ def select_documents(documents: Sequence[pd.DataFrame], corpus_chars: int) -> li
 
 
 def evaluate(model, tokenizer, items: pd.DataFrame, settings: dict) -> tuple[dict, pd.DataFrame]:
-    """Calibration metrics and reliability table with the calibration study's protocol (``mcq``)."""
+    """Calibration metrics and reliability table with the calibration study's protocol (``mcq``), plus the mean
+    and max option-renormalised confidence and the number of options (the most common count over items)."""
     from lmcal.calibration import mcq
 
-    _, metrics, table = mcq.evaluate_calibration(model, tokenizer, items, progress=False, **settings)
-    return {k: float(metrics[k]) for k in METRICS}, table
+    scored, metrics, table = mcq.evaluate_calibration(model, tokenizer, items, progress=False, **settings)
+    conf = scored["conf"].to_numpy(float)
+    n_choices = int(scored["probs"].map(len).mode().iloc[0])
+    return {**{k: float(metrics[k]) for k in METRICS}, "conf_mean": float(conf.mean()),
+            "conf_max": float(conf.max()), "n_choices": n_choices}, table
 
 
 def pretrain(tokenizer, streams: dict[str, np.ndarray], hidden: int, arch: dict, train: dict, seed: int,
@@ -77,25 +83,29 @@ def run_cell(tokenizer, streams: dict[str, np.ndarray], conversations: pd.DataFr
              hidden: int, arch: dict, pretrain_cfg: dict, run: dict, label_smoothing: Sequence[float],
              eval_settings: dict, seed: int, checkpoint_dir: str | Path | None = None,
              fingerprint_inputs: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Pretrain one (V, D) model, then evaluate it and its SFT at each β.
+    """Pretrain one (V, D) model with ``seed``, then evaluate it and its SFT at each β (same seed).
 
     ``run`` is an SFT run dict (``lmcal.sft_sweep``: lr, train settings, plain_template, max_length).
-    Returns (rows, reliability): one row per model (base, then each β) with V, D, sizes, Δ*, realised logit gap
-    and calibration metrics; reliability tables stacked with the same keys.
+    Returns (rows, reliability): one row per model (base, then each β) with V, D, seed, sizes, Δ*, realised
+    logit gap, calibration metrics, the mean / max option-renormalised confidence and the bound the LS target
+    puts on it (``vd_analysis.confidence_bound``; 1 for the base and β = 0); reliability tables stacked with the
+    same keys. The seed is part of every checkpoint fingerprint, so two seeds never resume each other's state.
     """
     from lmcal.core import paths
     from lmcal.data import instructions as sft_data
     from lmcal.models import store as models
     from lmcal.sft import sweep
     from lmcal.sft import train as sft
+    from lmcal.sft.vd_analysis import confidence_bound
 
     ckpt = Path(checkpoint_dir) if checkpoint_dir else None
+    fingerprint_inputs = {**(fingerprint_inputs or {}), "seed": int(seed)}
     base, hist = pretrain(tokenizer, streams, hidden, arch, pretrain_cfg, seed,
                           ckpt / "pretrain" if ckpt else None, fingerprint_inputs)
     vocab = int(base.config.vocab_size)
     total, non_emb = models.count_parameters(base)
-    common = {"vocab_size": vocab, "hidden_size": hidden, "v_over_d": vocab / hidden, "n_params": total,
-              "n_params_non_embedding": non_emb, "pretrain_loss": float(hist["eval_loss"][-1])}
+    common = {"vocab_size": vocab, "hidden_size": hidden, "seed": int(seed), "v_over_d": vocab / hidden,
+              "n_params": total, "n_params_non_embedding": non_emb, "pretrain_loss": float(hist["eval_loss"][-1])}
     template = sft_data.PlainTemplate(**run["plain_template"]) if run.get("plain_template") else None
     examples = sft_data.encode_dataset(tokenizer, conversations, template=template, max_length=run.get("max_length"),
                                        use_chat_template=run.get("use_chat_template"))
@@ -108,9 +118,10 @@ def run_cell(tokenizer, streams: dict[str, np.ndarray], conversations: pd.DataFr
         delta = sft.optimal_logit_gap(beta, vocab) if beta else math.inf
         key = {"kind": kind, "label_smoothing": beta, **common}
         rows.append({**key, **metrics, "delta_star": delta if math.isfinite(delta) else None,
+                     "conf_bound": confidence_bound(beta or 0.0, vocab, metrics["n_choices"]),
                      "gap_mean": gap["gap_mean"], "gap_max": gap["gap_max"], **extra})
         tables.append(table.assign(**{k: v for k, v in key.items() if k in ("kind", "label_smoothing",
-                                                                            "vocab_size", "hidden_size")}))
+                                                                            "vocab_size", "hidden_size", "seed")}))
 
     record(base, "base", None, {})
     for beta in label_smoothing:
@@ -123,40 +134,19 @@ def run_cell(tokenizer, streams: dict[str, np.ndarray], conversations: pd.DataFr
     return pd.DataFrame(rows), pd.concat(tables, ignore_index=True)
 
 
-def vd_table(rows: pd.DataFrame) -> pd.DataFrame:
-    """Per (V, D, β > 0): ECE of base, SFT with CE (β=0) and with LS, and the LS reduction ECE(0) − ECE(β)."""
-    sft_rows = rows[rows["kind"] == "sft"]
-    keys = ["vocab_size", "hidden_size"]
-    ce = sft_rows[sft_rows["label_smoothing"] == 0.0].set_index(keys)
-    base = rows[rows["kind"] == "base"].set_index(keys)
-    out = []
-    for beta, ls in sft_rows[sft_rows["label_smoothing"] > 0].groupby("label_smoothing"):
-        ls = ls.set_index(keys)
-        joined = ls.join(ce, suffixes=("", "_ce"), how="inner").join(base[["ece", "accuracy"]], suffixes=("", "_base"))
-        out.append(pd.DataFrame({
-            "label_smoothing": beta, "v_over_d": joined["v_over_d"], "n_params_non_embedding":
-            joined["n_params_non_embedding"], "pretrain_loss": joined["pretrain_loss"],
-            "accuracy_base": joined["accuracy_base"], "accuracy_ce": joined["accuracy_ce"],
-            "accuracy_ls": joined["accuracy"], "ece_base": joined["ece_base"], "ece_ce": joined["ece_ce"],
-            "ece_ls": joined["ece"], "ece_reduction": joined["ece_ce"] - joined["ece"],
-            "delta_star": joined["delta_star"], "gap_mean_ce": joined["gap_mean_ce"],
-            "gap_mean_ls": joined["gap_mean"]}).reset_index())
-    if not out:
-        raise ValueError("rows: need SFT rows at β = 0 and at some β > 0")
-    return pd.concat(out, ignore_index=True).sort_values(["label_smoothing", "v_over_d"]).reset_index(drop=True)
+def seed_checkpoint_dir(checkpoint_dir: str | Path | None, seed: int) -> Path | None:
+    """``{checkpoint_dir}/s{seed}``: each seed's pretraining and SFT checkpoints live apart (and their
+    fingerprints hold the seed), so a resumed cell job continues every seed where it stopped."""
+    return Path(checkpoint_dir) / f"s{int(seed)}" if checkpoint_dir else None
 
 
-def vd_findings(table: pd.DataFrame) -> dict[str, Any]:
-    """Spearman correlation of the LS ECE reduction with V/D (the claim: negative), per β."""
-    from scipy.stats import spearmanr
-
-    out = {}
-    for beta, grp in table.groupby("label_smoothing"):
-        entry: dict[str, Any] = {"n_cells": len(grp),
-                                 "mean_ece_reduction": float(grp["ece_reduction"].mean()),
-                                 "n_reduced": int((grp["ece_reduction"] > 0).sum())}
-        if grp["v_over_d"].nunique() >= 3:
-            rho, p = spearmanr(grp["v_over_d"], grp["ece_reduction"])
-            entry.update({"spearman_v_over_d": float(rho), "spearman_p": float(p)})
-        out[f"{float(beta):g}"] = entry
-    return out
+def run_seeds(tokenizer, streams: dict[str, np.ndarray], conversations: pd.DataFrame, items: pd.DataFrame, *,
+              seeds: Sequence[int], checkpoint_dir: str | Path | None = None,
+              **cell) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``run_cell`` once per seed (same tokenizer, streams, data and items), rows and reliability stacked."""
+    seeds = [int(s) for s in seeds]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds: need at least one seed and no repeats, got {seeds}")
+    out = [run_cell(tokenizer, streams, conversations, items, seed=s,
+                    checkpoint_dir=seed_checkpoint_dir(checkpoint_dir, s), **cell) for s in seeds]
+    return (pd.concat([r for r, _ in out], ignore_index=True), pd.concat([t for _, t in out], ignore_index=True))

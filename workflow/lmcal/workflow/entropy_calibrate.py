@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 SUMMARY = "results/entropy/calibrated/summary.json"
+METHODS = ("lookahead", "rollout", "head")  # lmcal.entropy.calibrate.METHODS (kept equal by a test)
+#: keys of methods.head (lmcal.entropy.calibrate_head.HEAD_DEFAULTS, kept equal by a test)
+HEAD_KEYS = ("k", "m", "h", "n_steps", "epochs", "lr", "l2", "val_fraction")
 
 
 def settings(config: dict) -> dict:
@@ -22,7 +25,36 @@ def settings(config: dict) -> dict:
                              "(the calibrated sampler reuses the entropy study's prompts and results)")
     if 0 not in [float(a) for a in cal.get("a_grid", [])]:
         raise ValueError(f"config key entropy_calibrate.a_grid: {cal.get('a_grid')} must contain 0 (the base model)")
+    methods = cal.get("methods", {}) or {}
+    bad = [m for m in methods if m not in METHODS]
+    if bad:
+        raise ValueError(f"config key entropy_calibrate.methods: unknown method(s) {bad} (known: {list(METHODS)})")
+    if "head" in methods:
+        _check_head(methods["head"], cal, ent)
     return cal
+
+
+def _check_head(head, cal: dict, ent: dict) -> None:
+    """methods.head: known keys, and a fit half large enough to hold train and validation documents."""
+    if head is not None and not isinstance(head, dict):
+        raise ValueError(f"config key entropy_calibrate.methods.head: want a mapping of settings, got {head!r}")
+    unknown = sorted(set(head or {}) - set(HEAD_KEYS))
+    if unknown:
+        raise ValueError(f"config key entropy_calibrate.methods.head: unknown key(s) {unknown} (known: {list(HEAD_KEYS)})")
+    n_docs = ent.get("n_samples")
+    if isinstance(n_docs, int):
+        n_fit = min(max(round(float(cal.get("fit_fraction", 0.5)) * n_docs), 1), n_docs - 1)
+        if n_fit < 2:
+            raise ValueError(f"config key entropy_calibrate.methods.head: the fit half holds {n_fit} document(s) "
+                             f"(entropy.n_samples {n_docs} x fit_fraction); the head needs >= 2 (train, validation)")
+
+
+HEAD = "results/entropy/calibrated/model~{model}/head.safetensors"
+
+
+def head_input(cal: dict) -> list[str]:
+    """The trained-head input pattern of entropy_calibrate_run: ``[HEAD]`` when method head is on, else []."""
+    return [HEAD] if "head" in (cal.get("methods") or {}) else []
 
 
 def enabled(config: dict) -> bool:

@@ -163,7 +163,7 @@ def data_spec(config: dict) -> Callable[[Any], dict]:
 
     Country data takes the evaluation set's ``eval_fraction``/``split_seed``/``fields`` so SFT facts come from
     the other side of the split; arithmetic data takes its operand range and operators (overriding the data's
-    own), and the rule excludes the evaluation's questions.
+    own), and the rule excludes the evaluation's questions; fact-world data takes the ``facts:`` settings.
     """
     def lookup(wildcards) -> dict:
         spec = dict(config["sft"]["instruction_data"][wildcards.data])
@@ -173,6 +173,8 @@ def data_spec(config: dict) -> Callable[[Any], dict]:
         for k in keys:  # the evaluation's values win: the data must come from the same distribution / split
             if k in ev:
                 spec[k] = ev[k]
+        if spec["kind"] == "facts":  # the knowledge world's SFT side: one facts: block for corpus, data and items
+            spec["settings"] = dict(config.get("facts") or {})
         return spec
 
     return lookup
@@ -216,7 +218,7 @@ def eval_settings(config: dict, evalset: str) -> dict:
     """The calibration study's scoring protocol for ``evalset`` (what ``evaluate_calibration`` would use)."""
     calib = config["calibration"]
     spec = calib["evalsets"][evalset]
-    return {"method": calib["method"], "normalization": calib["normalization"],
+    return {"method": spec.get("method") or calib["method"], "normalization": calib["normalization"],
             "template": spec.get("template") or calib["template"], "chat_template": calib["chat_template"],
             "n_bins": calib["n_bins"], "binning": calib["binning"], "batch_size": calib["batch_size"]}
 
@@ -228,10 +230,12 @@ def vd_run(config: dict) -> dict:
 
 
 def vd_targets(config: dict) -> list[str]:
-    """Per-cell result tables of the V/D study ([] when it is disabled)."""
+    """Per-cell result tables of the V/D study, V-major ([] when it is disabled); each cell job runs every seed."""
     vd = config["sft"]["vd"]
     if not vd["enabled"]:
         return []
+    if not vd["seeds"] or len(set(vd["seeds"])) != len(vd["seeds"]):
+        raise ValueError(f"sft.vd.seeds: need at least one seed and no repeats, got {vd['seeds']}")
     unknown = [d for d in vd["datasets"] if d not in config.get("datasets", {})]
     if unknown:
         raise ValueError(f"sft.vd.datasets: unknown dataset {unknown[0]!r}")
@@ -241,6 +245,28 @@ def vd_targets(config: dict) -> list[str]:
     if 0.0 not in [float(b) for b in vd["label_smoothing"]]:
         raise ValueError("sft.vd.label_smoothing: must include 0.0 (the cross-entropy reference)")
     return [f"results/sft/vd/cells/v{v}-d{d}.parquet" for v in vd["vocab_sizes"] for d in vd["hidden_sizes"]]
+
+
+def vd_train_only(config: dict) -> list[bool]:
+    """One flag per ``sft.vd.datasets`` entry: True for corpora that go to the train stream only (the fact corpus).
+
+    ``sft.vd.train_only`` names them; null (the default) takes the ladder's ``ladder.train_only``, so the corpus
+    declared train-only once stays out of every held-out stream.
+    """
+    vd = config["sft"]["vd"]
+    names = vd.get("train_only")
+    where = "sft.vd.train_only"
+    if names is None:
+        names, where = config.get("ladder", {}).get("train_only") or [], "ladder.train_only"
+    flags = [d in names for d in vd["datasets"]]
+    if flags and all(flags):
+        raise ValueError(f"{where}: every corpus of sft.vd.datasets {vd['datasets']} is train-only; at least one "
+                         "must feed the held-out stream")
+    if vd.get("train_only") is not None:
+        unknown = [d for d in names if d not in vd["datasets"]]
+        if unknown:
+            raise ValueError(f"sft.vd.train_only: {unknown[0]!r} is not in sft.vd.datasets {vd['datasets']}")
+    return flags
 
 
 def items_targets(config: dict) -> list[str]:

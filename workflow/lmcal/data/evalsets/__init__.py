@@ -34,6 +34,8 @@ def build_evalset(spec: dict[str, Any]) -> pd.DataFrame:
             fields=tuple(spec.get("fields", DEFAULT_FIELDS)), eval_fraction=float(spec.get("eval_fraction", 0.5)),
             split_seed=int(spec.get("split_seed", 0)),
         )
+    if kind == "facts":  # lmcal.data.factworld builds on this package, so it cannot be called from here
+        raise ValueError("kind: 'facts' sets are built by lmcal.data.factworld.evalset_from_spec")
     if kind == "arithmetic":
         return arithmetic_evalset(
             n_items=int(n_items or 150), n_choices=int(spec.get("n_choices", 4)), seed=seed,

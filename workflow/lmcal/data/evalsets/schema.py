@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 SCHEMA = ("item_id", "question", "choices", "gold", "source", "category")
-KINDS = ("countries", "arithmetic", "mmlu", "hellaswag", "arc")
+KINDS = ("countries", "facts", "arithmetic", "mmlu", "hellaswag", "arc")
 
 
 def subsample(items: pd.DataFrame, n_items: int | None, seed: int = 0) -> pd.DataFrame:

@@ -142,6 +142,17 @@ def split_facts(
     return facts[~is_eval].reset_index(drop=True), facts[is_eval].reset_index(drop=True)
 
 
+def field_answers(pool: pd.DataFrame) -> dict[str, list[str]]:
+    """Per field, every primary answer in ``pool`` once (case-insensitively), sorted: the distractor pool."""
+    values: dict[str, list[str]] = {}
+    for field, group in pool.groupby("field", sort=True):
+        uniq: dict[str, str] = {}
+        for v in group["answer"]:
+            uniq.setdefault(str(v).lower(), str(v))
+        values[str(field)] = sorted(uniq.values())
+    return values
+
+
 def facts_to_mcq(
     facts: pd.DataFrame, pool: pd.DataFrame | None = None, n_choices: int = 4, seed: int = 0
 ) -> pd.DataFrame:
@@ -153,13 +164,7 @@ def facts_to_mcq(
     """
     if n_choices < 2:
         raise ValueError(f"n_choices: expected >= 2, got {n_choices}")
-    pool = facts if pool is None else pool
-    values: dict[str, list[str]] = {}
-    for field, group in pool.groupby("field", sort=True):
-        uniq: dict[str, str] = {}
-        for v in group["answer"]:
-            uniq.setdefault(str(v).lower(), str(v))
-        values[str(field)] = sorted(uniq.values())
+    values = field_answers(facts if pool is None else pool)
     rng = np.random.default_rng(seed)
     rows = []
     for fact in facts.itertuples(index=False):
