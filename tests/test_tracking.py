@@ -325,3 +325,19 @@ def test_jobs_reach_a_tracking_server(mlflow_server, tmp_path):
     assert (tmp_path / "server-artifacts").is_dir()  # uploaded through the server, not to a local path
     tracking.finish_parent("FINISHED")
     assert runs(mlflow_server, filter_string=f"attributes.run_id = '{parent}'")[0].info.status == "FINISHED"
+
+
+def test_a_job_param_clashing_with_a_rule_param_is_kept_and_the_run_still_finishes(mlflow_store, tmp_path):
+    # the default run once left 9 V/D runs RUNNING: the adapter logged `seeds` ("0,1") over the rule param
+    # `seeds` ("[0, 1]") and MLflow refused the whole batch on every poll
+    tracking.start_parent({"seed": 0})
+    smk = fake_job(tmp_path, params={"seeds": [0, 1], "lr": 0.1})
+    with tracking.job_run(smk) as run:
+        io.write_json({"value": 1}, smk.output.result)
+        run.log_params({"seeds": "0,1", "lr": 0.1, "extra": 3})
+    tracking.finish_parent("FINISHED")
+    child = next(r for r in runs(mlflow_store) if "snakemake.rule" in r.data.tags)
+    assert child.info.status == "FINISHED"
+    p = child.data.params
+    assert p["seeds"] == "[0, 1]" and p["job.seeds"] == "0,1" and p["lr"] == "0.1" and p["extra"] == "3"
+    assert "job.lr" not in p  # the same value again is not a clash

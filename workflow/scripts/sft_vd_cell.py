@@ -24,8 +24,8 @@ with job_run(snakemake) as run:
                             "tokens_file": checkpoint.file_digest(snakemake.input.tokens)})
     io.write_parquet(rows, snakemake.output.rows)
     io.write_parquet(reliability, snakemake.output.reliability)
-    run.log_params({"vocab_size": int(rows["vocab_size"].iloc[0]), "hidden_size": int(snakemake.wildcards.hidden),
-                    "seeds": ",".join(str(s) for s in p.seeds)})
+    # the seeds are a rule param already (logged by job_run)
+    run.log_params({"vocab_size": int(rows["vocab_size"].iloc[0]), "hidden_size": int(snakemake.wildcards.hidden)})
     for _, r in rows.iterrows():
         key = f"s{int(r['seed'])}." + ("base" if r["kind"] == "base" else f"b{r['label_smoothing']:g}")
         run.log_metrics({f"{key}.{k}": r[k] for k in (*HEADLINE, "gap_mean", "conf_bound", "conf_mean", "conf_max")})

@@ -157,7 +157,8 @@ def _log_events(c, run_id: str, record: Path, offset: int) -> int:
     params, tags, metrics = {}, {}, []
     for line in data.splitlines():
         ev = json.loads(line)
-        params.update(ev.get("params", {}))
+        for k, v in ev.get("params", {}).items():  # a later clash within the batch: see below
+            params[f"job.{k}" if k in params and str(params[k]) != str(v) else k] = v
         tags.update(ev.get("tags", {}))
         metrics += [Metric(k, v, ts, step) for k, v, ts, step in ev.get("metrics", [])]
         if "artifact" in ev:
@@ -166,6 +167,13 @@ def _log_events(c, run_id: str, record: Path, offset: int) -> int:
             _log_dataset(c, run_id, record / ev["dataset"], ev)
         if "dataset_files" in ev:
             _log_dataset_files(c, run_id, ev["dataset_files"])
+    if params:
+        # MLflow refuses a whole batch if one key was logged before with another value (e.g. an adapter logging a
+        # key the rule's params already hold), which would leave the run RUNNING forever: such a key is logged
+        # under "job.<key>" instead, so nothing is lost and the record still closes.
+        before = _retry(c.get_run)(run_id).data.params
+        params = {(f"job.{k}" if k in before and before[k] != str(v) else k): v for k, v in params.items()}
+        params = {k: v for k, v in params.items() if before.get(k) != str(v)}
     items = [Param(k, v) for k, v in params.items()]
     for i in range(0, len(items), 100):
         _retry(c.log_batch)(run_id, params=items[i : i + 100])
