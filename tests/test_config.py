@@ -131,7 +131,8 @@ def test_final_targets_follow_studies():
 def test_default_and_paper_configs_pass_the_reference_checks_with_model_granularity_by_default():
     c = config.validate_config(default())
     assert c["entropy"]["granularity"] == "model" and c["entropy"]["shard_samples"] is None
-    for path in sorted((REPO / "config" / "paper").glob("*.yaml")):  # merged over the default, as snakemake does
+    overlays = sorted((REPO / "config" / "paper").glob("*.yaml")) + [REPO / "config" / "calibrate_offline.yaml"]
+    for path in overlays:  # merged over the default, as snakemake does
         merged = copy.deepcopy(default())
         stack = [(merged, yaml.safe_load(path.read_text()))]
         while stack:
