@@ -13,10 +13,7 @@ def dataset_spec(config: dict, name: str) -> dict:
     """
     if name not in config.get("datasets", {}):
         raise ValueError(f"datasets: unknown dataset {name!r}")
-    spec = dict(config["datasets"][name])
-    if spec.get("source") == "facts":
-        spec["settings"] = dict(config.get("facts") or {})
-    return spec
+    return _with_facts(config, config["datasets"][name], config["datasets"][name].get("source") == "facts")
 
 
 def dataset_lookup(config: dict) -> Callable[[Any], dict]:
@@ -24,16 +21,29 @@ def dataset_lookup(config: dict) -> Callable[[Any], dict]:
     return lambda wildcards: dataset_spec(config, wildcards.dataset)
 
 
+def train_only_flags(datasets: list[str], names: list[str], where: str, *, listed_in: str | None = None
+                     ) -> list[bool]:
+    """One flag per entry of ``datasets``: True for the corpora ``names`` sends to the train stream only.
+
+    ``where`` names the config key in messages; ``listed_in`` (the key holding ``datasets``) also requires every
+    name to be one of them. At least one corpus must feed the held-out stream.
+    """
+    if listed_in is not None:
+        unknown = [d for d in names if d not in datasets]
+        if unknown:
+            raise ValueError(f"{where}: {unknown[0]!r} is not in {listed_in} {datasets}")
+    flags = [d in names for d in datasets]
+    if flags and all(flags):
+        raise ValueError(f"{where}: every corpus of {datasets} is train-only; at least one must feed the held-out "
+                         "stream")
+    return flags
+
+
 def ladder_train_only(config: dict) -> list[bool]:
     """One flag per ``ladder.datasets`` entry: True for corpora that go to the train stream only."""
     ladder = config["ladder"]
-    train_only = list(ladder.get("train_only") or [])
-    unknown = [d for d in train_only if d not in ladder["datasets"]]
-    if unknown:
-        raise ValueError(f"ladder.train_only: {unknown[0]!r} is not in ladder.datasets {ladder['datasets']}")
-    if set(train_only) >= set(ladder["datasets"]):
-        raise ValueError("ladder.train_only: at least one corpus must feed the held-out stream")
-    return [d in train_only for d in ladder["datasets"]]
+    return train_only_flags(list(ladder["datasets"]), list(ladder.get("train_only") or []), "ladder.train_only",
+                            listed_in="ladder.datasets")
 
 
 def evalset_spec(config: dict, name: str) -> dict:
@@ -41,8 +51,13 @@ def evalset_spec(config: dict, name: str) -> dict:
     evalsets = config.get("calibration", {}).get("evalsets", {})
     if name not in evalsets:
         raise ValueError(f"calibration.evalsets: unknown evaluation set {name!r}")
-    spec = dict(evalsets[name])
-    if spec.get("kind") == "facts":
+    return _with_facts(config, evalsets[name], evalsets[name].get("kind") == "facts")
+
+
+def _with_facts(config: dict, spec: dict, is_facts: bool) -> dict:
+    """A copy of ``spec``; a knowledge-world spec also carries the one ``facts:`` block as ``settings``."""
+    spec = dict(spec)
+    if is_facts:
         spec["settings"] = dict(config.get("facts") or {})
     return spec
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from lmcal.core.paths import fmt_num
+from lmcal.workflow.datasets import train_only_flags
 
 SFT_MARK = "--sft-"
 BASE_PATTERN = r"(?:(?!--sft-)[A-Za-z0-9_.+-])+"
@@ -254,19 +255,12 @@ def vd_train_only(config: dict) -> list[bool]:
     declared train-only once stays out of every held-out stream.
     """
     vd = config["sft"]["vd"]
-    names = vd.get("train_only")
-    where = "sft.vd.train_only"
-    if names is None:
-        names, where = config.get("ladder", {}).get("train_only") or [], "ladder.train_only"
-    flags = [d in names for d in vd["datasets"]]
-    if flags and all(flags):
-        raise ValueError(f"{where}: every corpus of sft.vd.datasets {vd['datasets']} is train-only; at least one "
-                         "must feed the held-out stream")
     if vd.get("train_only") is not None:
-        unknown = [d for d in names if d not in vd["datasets"]]
-        if unknown:
-            raise ValueError(f"sft.vd.train_only: {unknown[0]!r} is not in sft.vd.datasets {vd['datasets']}")
-    return flags
+        return train_only_flags(list(vd["datasets"]), list(vd["train_only"]), "sft.vd.train_only",
+                                listed_in="sft.vd.datasets")
+    # inherited names may list corpora the V/D study does not use, so they are not checked against its datasets
+    return train_only_flags(list(vd["datasets"]), list(config.get("ladder", {}).get("train_only") or []),
+                            "ladder.train_only")
 
 
 def items_targets(config: dict) -> list[str]:
