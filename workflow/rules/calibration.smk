@@ -29,24 +29,38 @@ rule build_evalset:
         "../scripts/calibration_evalset.py"
 
 
+# One job per model scores every set in calibration.evalsets: a job's fixed cost (importing torch and
+# transformers, loading the model, ~8 CPU-s) exceeds scoring one set with a tiny model, so per-(model, set) jobs
+# spent most of the default's calibration time on start-up. Asking for one set's file builds all of the model's.
 rule evaluate_calibration:
     input:
         info="results/models/{model}/model_info.json",
-        evalset="results/calibration/evalsets/{evalset}.parquet",
-    output:
-        scored="results/calibration/model~{model}/eval~{evalset}/items.parquet",
-        metrics="results/calibration/model~{model}/eval~{evalset}/metrics.json",
-        figure=report(
-            "results/calibration/model~{model}/eval~{evalset}/reliability.png",
-            caption="../report/calibration_reliability_run.rst",
-            category="Calibration",
-            subcategory="Per model and set",
-            labels={"model": "{model}", "evalset": "{evalset}"},
+        evalsets=expand(
+            "results/calibration/evalsets/{evalset}.parquet", evalset=list(config["calibration"]["evalsets"])
         ),
+    output:
+        scored=expand(
+            "results/calibration/model~{{model}}/eval~{evalset}/items.parquet",
+            evalset=list(config["calibration"]["evalsets"]),
+        ),
+        metrics=expand(
+            "results/calibration/model~{{model}}/eval~{evalset}/metrics.json",
+            evalset=list(config["calibration"]["evalsets"]),
+        ),
+        figures=[
+            report(
+                f"results/calibration/model~{{model}}/eval~{evalset}/reliability.png",
+                caption="../report/calibration_reliability_run.rst",
+                category="Calibration",
+                subcategory="Per model and set",
+                labels={"model": "{model}", "evalset": evalset},
+            )
+            for evalset in config["calibration"]["evalsets"]
+        ],
     log:
-        "results/logs/evaluate_calibration/{model}~{evalset}.log",
+        "results/logs/evaluate_calibration/{model}.log",
     benchmark:
-        "results/benchmarks/evaluate_calibration/{model}~{evalset}.tsv"
+        "results/benchmarks/evaluate_calibration/{model}.tsv"
     conda:
         "../../envs/lmcal.yaml"
     # One thread: two evaluations run side by side on 2 cores, and a busy machine does not thrash 2 OpenMP
@@ -55,17 +69,10 @@ rule evaluate_calibration:
     resources:
         mem_mb=6000,
     params:
-        # A dict, not strings: Snakemake would read the template's {question} as a wildcard.
-        settings={
-            "method": config["calibration"]["method"],
-            "normalization": config["calibration"]["normalization"],
-            "template": config["calibration"]["template"],
-            "chat_template": config["calibration"]["chat_template"],
-            "n_bins": config["calibration"]["n_bins"],
-            "binning": config["calibration"]["binning"],
-            "batch_size": config["calibration"]["batch_size"],
-        },
-        evalset_spec=lmcal.workflow.datasets.evalset_lookup(config),
+        evalsets=list(config["calibration"]["evalsets"]),
+        # Per set: the scoring protocol with the set's own template / method over the study's. A dict, not
+        # strings: Snakemake would read the template's {question} as a wildcard.
+        settings=lmcal.workflow.datasets.evalset_settings(config),
     script:
         "../scripts/calibration_evaluate.py"
 

@@ -113,7 +113,7 @@ rule sft_vd_cell:
         pretrain=config["sft"]["vd"]["pretrain"],
         run=lmcal.workflow.sft.vd_run(config),
         label_smoothing=config["sft"]["vd"]["label_smoothing"],
-        eval_settings=lmcal.workflow.sft.eval_settings(
+        eval_settings=lmcal.workflow.datasets.eval_settings(
             config, lmcal.workflow.sft.vd_run(config)["evalsets"][0]
         ),
         seeds=config["sft"]["vd"]["seeds"],

@@ -67,6 +67,21 @@ def evalset_lookup(config: dict) -> Callable[[Any], dict]:
     return lambda wildcards: evalset_spec(config, wildcards.evalset)
 
 
+def eval_settings(config: dict, evalset: str) -> dict:
+    """The calibration study's scoring protocol for ``evalset`` (the evaluation set's own
+    ``method``/``template`` over the study-wide ones)."""
+    calib = config["calibration"]
+    spec = calib["evalsets"][evalset]
+    return {"method": spec.get("method") or calib["method"], "normalization": calib["normalization"],
+            "template": spec.get("template") or calib["template"], "chat_template": calib["chat_template"],
+            "n_bins": calib["n_bins"], "binning": calib["binning"], "batch_size": calib["batch_size"]}
+
+
+def evalset_settings(config: dict) -> dict[str, dict]:
+    """``eval_settings`` of every ``calibration.evalsets`` set, by name: what one ``evaluate_calibration`` job uses."""
+    return {name: eval_settings(config, name) for name in config["calibration"]["evalsets"]}
+
+
 def fact_evalsets(config: dict) -> list[str]:
     """Names of the ``calibration.evalsets`` of kind ``facts`` (the ones with frequency buckets)."""
     return [n for n, s in config.get("calibration", {}).get("evalsets", {}).items() if s.get("kind") == "facts"]

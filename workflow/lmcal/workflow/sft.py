@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from lmcal.core.paths import fmt_num
-from lmcal.workflow.datasets import train_only_flags
+from lmcal.workflow.datasets import eval_settings, train_only_flags
 
 SFT_MARK = "--sft-"
 BASE_PATTERN = r"(?:(?!--sft-)[A-Za-z0-9_.+-])+"
@@ -213,15 +213,6 @@ def threads_of(config: dict) -> Callable[..., int]:
         return int(config["sft"]["ladder"]["threads"] if small else config["sft"]["threads"])
 
     return threads
-
-
-def eval_settings(config: dict, evalset: str) -> dict:
-    """The calibration study's scoring protocol for ``evalset`` (what ``evaluate_calibration`` would use)."""
-    calib = config["calibration"]
-    spec = calib["evalsets"][evalset]
-    return {"method": spec.get("method") or calib["method"], "normalization": calib["normalization"],
-            "template": spec.get("template") or calib["template"], "chat_template": calib["chat_template"],
-            "n_bins": calib["n_bins"], "binning": calib["binning"], "batch_size": calib["batch_size"]}
 
 
 def vd_run(config: dict) -> dict:
