@@ -216,6 +216,15 @@ def test_rung_targets_and_task_data():
     # ordered by hidden² · layers (a < c < b); only the smallest size gets every seed
     assert rungs(cfg) == [("a", 0), ("a", 5), ("c", 0), ("b", 0)]
     assert rung_paths(cfg, "m/size~{tsize}/seed~{seed}")[1] == "m/size~a/seed~5"
+    # one training job per size holds exactly that size's rungs, and the job directories cover every rung path
+    from lmcal.workflow.emergence import size_dirs, size_seeds
+
+    assert size_seeds(cfg) == {"a": [0, 5], "c": [0], "b": [0]}
+    dirs = size_dirs(cfg)
+    assert dirs == ["results/emergence/models/size~a", "results/emergence/models/size~c",
+                    "results/emergence/models/size~b"]
+    paths = rung_paths(cfg, "results/emergence/models/size~{tsize}/seed~{seed}/model_info.json")
+    assert all(any(p.startswith(d + "/") for d in dirs) for p in paths)
     # run seed 0 keeps every rung's own seed (the default results); run seed 1 moves all of them, distinctly
     from lmcal.workflow.emergence import init_seed
 

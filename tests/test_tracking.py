@@ -341,3 +341,17 @@ def test_a_job_param_clashing_with_a_rule_param_is_kept_and_the_run_still_finish
     p = child.data.params
     assert p["seeds"] == "[0, 1]" and p["job.seeds"] == "0,1" and p["lr"] == "0.1" and p["extra"] == "3"
     assert "job.lr" not in p  # the same value again is not a clash
+
+
+def test_metric_names_mlflow_refuses_are_sanitised_and_the_run_still_finishes(mlflow_store, tmp_path):
+    # one name with "~" (the wildcard spelling of paths) once made the store refuse every record of a rule
+    tracking.start_parent({"seed": 0})
+    smk = fake_job(tmp_path)
+    with tracking.job_run(smk) as run:
+        io.write_json({"value": 1}, smk.output.result)
+        run.log_metrics({"seed~0.loss": 1.5, "ok.name": 2.0})
+        run.log_metric_series("seed~1.curve", [3.0, 4.0])
+    tracking.finish_parent("FINISHED")
+    child = next(r for r in runs(mlflow_store) if "snakemake.rule" in r.data.tags)
+    assert child.info.status == "FINISHED"
+    assert child.data.metrics == {"seed_0.loss": 1.5, "ok.name": 2.0, "seed_1.curve": 4.0}

@@ -5,6 +5,7 @@
 #   results/calibration/model~{model}/eval~{evalset}/metrics.json       + reliability.png
 # Any model directory results/models/{model}/ (cached, ladder or fine-tuned) can be a target.
 import lmcal.workflow.datasets
+import lmcal.workflow.sft
 
 
 wildcard_constraints:
@@ -32,6 +33,7 @@ rule build_evalset:
 # One job per model scores every set in calibration.evalsets: a job's fixed cost (importing torch and
 # transformers, loading the model, ~8 CPU-s) exceeds scoring one set with a tiny model, so per-(model, set) jobs
 # spent most of the default's calibration time on start-up. Asking for one set's file builds all of the model's.
+# Fine-tuned models ({base}--sft-{tag}) are scored by sft_train itself.
 rule evaluate_calibration:
     input:
         info="results/models/{model}/model_info.json",
@@ -61,6 +63,8 @@ rule evaluate_calibration:
         "results/logs/evaluate_calibration/{model}.log",
     benchmark:
         "results/benchmarks/evaluate_calibration/{model}.tsv"
+    wildcard_constraints:
+        model=lmcal.workflow.sft.BASE_PATTERN,
     conda:
         "../../envs/lmcal.yaml"
     # One thread: two evaluations run side by side on 2 cores, and a busy machine does not thrash 2 OpenMP

@@ -1,5 +1,5 @@
 # Emergence study (spec "emergence and scaling-law fits"): synthetic tasks -> task ladder (tiny Llamas, char
-# tokenizer) per (size, seed) -> stored outputs per snapshot -> re-scoring -> fits, backtests, figures, summary.
+# tokenizer) per (size, seed), one job per size -> stored outputs per snapshot -> re-scoring -> fits, backtests, figures, summary.
 #   results/emergence/data/{items,train,heldout}.parquet          evaluation items / training & held-out text
 #   results/emergence/models/size~{tsize}/seed~{seed}/            rung (+ step~{k}/ snapshots), model_info.json
 #   results/emergence/outputs/size~{tsize}/seed~{seed}.parquet    stored generations + log-probs (all snapshots)
@@ -35,20 +35,22 @@ rule emergence_task_data:
         "../scripts/emergence_task_data.py"
 
 
+# One job per size trains every seed of that size into results/emergence/models/size~{tsize}/seed~{seed}/: a
+# rung trains in ~12 CPU-s, less than twice a job's start-up (~8 s), so per-rung jobs spent a third of the
+# ladder's time on imports. Checkpoints live in work_dir (outside the output directory), so a killed job resumes
+# its unfinished rung and retrains none that had finished.
 rule emergence_train:
     input:
         train="results/emergence/data/train.parquet",
         heldout="results/emergence/data/heldout.parquet",
     output:
-        info="results/emergence/models/size~{tsize}/seed~{seed}/model_info.json",
-        history="results/emergence/models/size~{tsize}/seed~{seed}/history.json",
+        rungs=directory("results/emergence/models/size~{tsize}"),
     log:
-        "results/logs/emergence_train/size~{tsize}_seed~{seed}.log",
+        "results/logs/emergence_train/size~{tsize}.log",
     benchmark:
-        "results/benchmarks/emergence_train/size~{tsize}_seed~{seed}.tsv"
+        "results/benchmarks/emergence_train/size~{tsize}.tsv"
     wildcard_constraints:
         tsize="|".join(config["emergence"]["sizes"]) or "NO_SIZES",
-        seed="[0-9]+",
     conda:
         "../../envs/lmcal.yaml"
     threads: config["emergence"]["threads"]
@@ -56,12 +58,16 @@ rule emergence_train:
         mem_mb=3000,
     params:
         size=lookup(dpath="emergence/sizes/{tsize}", within=config),
+        seeds=lambda wc: lmcal.workflow.emergence.size_seeds(config["emergence"])[wc.tsize],
         train=config["emergence"]["train"],
         max_position=config["emergence"]["max_position"],
-        work_dir="results/emergence/work/size~{tsize}/seed~{seed}",
+        work_dir="results/emergence/work/size~{tsize}",
         # the run-wide seed moves every rung's init and batch order too (not only the task data): seed 0 keeps
         # each rung's own seed, seed s uses 1000 s + rung seed, so `--config seed=1` is a full reseed
-        init_seed=lambda wc: lmcal.workflow.emergence.init_seed(config["seed"], wc.seed),
+        init_seeds=lambda wc: [
+            lmcal.workflow.emergence.init_seed(config["seed"], sd)
+            for sd in lmcal.workflow.emergence.size_seeds(config["emergence"])[wc.tsize]
+        ],
         code=lmcal.workflow.emergence.code_version(
             "lmcal.emergence.ladder",
             "lmcal.emergence.chartok",
@@ -76,9 +82,7 @@ rule emergence_train:
 # exceeds the evaluation of a tiny rung, so per-rung jobs would spend most of the budget on imports.
 rule emergence_evaluate:
     input:
-        infos=lmcal.workflow.emergence.rung_paths(
-            config["emergence"], "results/emergence/models/size~{tsize}/seed~{seed}/model_info.json"
-        ),
+        rungs=lmcal.workflow.emergence.size_dirs(config["emergence"]),
         eval_items="results/emergence/data/items.parquet",
     output:
         outputs=lmcal.workflow.emergence.rung_paths(
@@ -98,6 +102,9 @@ rule emergence_evaluate:
         mem_mb=3000,
     params:
         rungs=lmcal.workflow.emergence.rungs(config["emergence"]),
+        infos=lmcal.workflow.emergence.rung_paths(
+            config["emergence"], "results/emergence/models/size~{tsize}/seed~{seed}/model_info.json"
+        ),
         batch_size=config["emergence"]["evaluate"]["batch_size"],
         pass_until=config["emergence"]["pass_until"],
         code=lmcal.workflow.emergence.code_version(

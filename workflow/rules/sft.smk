@@ -1,5 +1,5 @@
 # SFT with label smoothing (label-smoothing spec §1-§3): instruction data -> SFT per (model, beta, lr, seed) ->
-# evaluate_calibration before/after (calibration.smk) -> summary; plus the V/D study (tokenizers x hidden sizes).
+# scoring of base (evaluate_calibration, calibration.smk) and fine-tuned models (in sft_train) -> summary; plus the V/D study (tokenizers x hidden sizes).
 #   results/sft/data/{data}.parquet                          conversations (Tulu messages format)
 #   results/models/{base}--sft-{tag}/                        fine-tuned model (tag = b{beta}-lr{lr}-s{seed}[...])
 #   results/sft/history/{base}--sft-{tag}.parquet            per-step loss, lr, grad norm
@@ -36,10 +36,33 @@ rule sft_train:
     input:
         info="results/models/{base}/model_info.json",
         data=lmcal.workflow.sft.data_input(config),
+        evalsets=expand(
+            "results/calibration/evalsets/{evalset}.parquet", evalset=list(config["calibration"]["evalsets"])
+        ),
+    # The fine-tuned model is scored on every calibration set in this job (the same files evaluate_calibration
+    # writes for base models): a separate evaluation job would pay ~8 s of start-up to score a tiny model.
     output:
         info="results/models/{base}--sft-{tag}/model_info.json",
         weights="results/models/{base}--sft-{tag}/model.safetensors",
         history="results/sft/history/{base}--sft-{tag}.parquet",
+        scored=expand(
+            "results/calibration/model~{{base}}--sft-{{tag}}/eval~{evalset}/items.parquet",
+            evalset=list(config["calibration"]["evalsets"]),
+        ),
+        metrics=expand(
+            "results/calibration/model~{{base}}--sft-{{tag}}/eval~{evalset}/metrics.json",
+            evalset=list(config["calibration"]["evalsets"]),
+        ),
+        figures=[
+            report(
+                f"results/calibration/model~{{base}}--sft-{{tag}}/eval~{evalset}/reliability.png",
+                caption="../report/calibration_reliability_run.rst",
+                category="Calibration",
+                subcategory="Per model and set",
+                labels={"model": "{base}--sft-{tag}", "evalset": evalset},
+            )
+            for evalset in config["calibration"]["evalsets"]
+        ],
     log:
         "results/logs/sft_train/{base}--sft-{tag}.log",
     benchmark:
@@ -55,6 +78,8 @@ rule sft_train:
     params:
         run=lmcal.workflow.sft.run_lookup(config),
         checkpoint_dir="results/sft/checkpoints/{base}--sft-{tag}",
+        evalsets=list(config["calibration"]["evalsets"]),
+        settings=lmcal.workflow.datasets.evalset_settings(config),
     script:
         "../scripts/sft_train.py"
 

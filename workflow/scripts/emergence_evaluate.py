@@ -10,7 +10,7 @@ from lmcal.emergence.study import evaluate_rung
 p, inp, out = snakemake.params, snakemake.input, snakemake.output
 with job_run(snakemake) as run:
     items = io.read_parquet(inp.eval_items)
-    for (size, seed), info, out_path, pu_path in zip(p.rungs, inp.infos, out.outputs, out.pass_until):
+    for (size, seed), info, out_path, pu_path in zip(p.rungs, p.infos, out.outputs, out.pass_until):
         outputs, samples = evaluate_rung(
             Path(info).parent, items, size=size, seed=seed, batch_size=p.batch_size, pass_until=p.pass_until
         )

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import socket
 import time
@@ -87,9 +88,15 @@ def param_value(v: Any) -> str:
     return v[:MAX_PARAM_VALUE] if isinstance(v, str) else json.dumps(v, default=str)[:MAX_PARAM_VALUE]
 
 
+def metric_key(name: str) -> str:
+    """``name`` as MLflow accepts it: characters outside [alphanumerics _ - . space : /] become "_" (one bad
+    name would otherwise make the store refuse the whole record, e.g. a wildcard-style ``seed~0.loss``)."""
+    return re.sub(r"[^\w\-. :/]", "_", name)[:MAX_PARAM_KEY]
+
+
 def metric_items(metrics: dict[str, Any], step: int | None, ts: int) -> list[list]:
     """[key, value, timestamp_ms, step] for every finite-or-inf numeric leaf; NaN and bools are dropped."""
-    return [[k[:MAX_PARAM_KEY], float(v), ts, int(step or 0)] for k, v in flatten(metrics).items()
+    return [[metric_key(k), float(v), ts, int(step or 0)] for k, v in flatten(metrics).items()
             if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v]
 
 
@@ -128,7 +135,7 @@ class JobRun:
     def log_metric_series(self, name: str, values, steps=None) -> None:
         ts = int(time.time() * 1000)
         steps = list(steps) if steps is not None else list(range(len(values)))
-        items = [[name[:MAX_PARAM_KEY], float(v), ts, int(s)] for v, s in zip(values, steps) if v == v]
+        items = [[metric_key(name), float(v), ts, int(s)] for v, s in zip(values, steps) if v == v]
         if items:
             self._event({"metrics": items})
 

@@ -28,6 +28,19 @@ def rung_paths(cfg: dict, pattern: str) -> list[str]:
     return [pattern.format(tsize=s, seed=sd) for s, sd in rungs(cfg)]
 
 
+def size_seeds(cfg: dict) -> dict[str, list[int]]:
+    """Size → the seeds it trains with (``rungs`` grouped by size, in rung order): one training job per size."""
+    out: dict[str, list[int]] = {}
+    for size, seed in rungs(cfg):
+        out.setdefault(size, []).append(seed)
+    return out
+
+
+def size_dirs(cfg: dict) -> list[str]:
+    """The output directory of every size's training job (it holds ``seed~{seed}/`` per rung)."""
+    return [f"results/emergence/models/size~{s}" for s in size_seeds(cfg)]
+
+
 def init_seed(run_seed: int, rung_seed: int | str) -> int:
     """The seed a rung trains with: its own seed under run seed 0, ``1000 * run_seed + rung_seed`` otherwise.
 
