@@ -289,15 +289,21 @@ def test_gpu_hour_estimate_known_answer_and_sharding():
     assert cost.nominal_params("big", cfg) == 72e9 and cost.nominal_params("small", cfg) == 410e6
     assert cost.nominal_params("ladder-h16", cfg) == 12 * 2 * 16**2 + 100 * 16
     rows = cost.entropy_jobs(cfg)
-    assert [r["rule"] for r in rows] == ["entropy_sample", "entropy_score"] * 3
+    assert [(r["rule"], r["job"]) for r in rows] == [("entropy_sample", m) for m in cfg["entropy"]["models"]]
     big = cost.largest(rows)
-    # 1000 samples x 1000 tokens x 2 datasets x 2 decodes x 2 x 72e9 FLOPs at 5% of 989 TFLOP/s
-    assert big["job"] == "big" and big["gpu_hours"] == pytest.approx(4e6 * 2 * 72e9 / (989e12 * 0.05) / 3600)
+    # one job samples and scores: 1000 samples x 1000 tokens x 2 datasets x 2 decodes at 5% MFU, plus
+    # 1000 documents x 1000 tokens x 2 datasets (once for all decodes) at 30%; 2 x 72e9 FLOPs per token
+    sample_h, score_h = (t * 2 * 72e9 / (989e12 * mfu) / 3600 for t, mfu in ((4e6, 0.05), (2e6, 0.30)))
+    assert big["job"] == "big" and big["tokens"] == 6e6
+    assert big["gpu_hours"] == pytest.approx(sample_h + score_h) == pytest.approx(3.505, abs=1e-3)
     sharded = cost.entropy_jobs({**cfg, "entropy": {**cfg["entropy"], "granularity": "shard", "shard_samples": 300}})
     parts = [r for r in sharded if r["rule"] == "entropy_sample_part"]
+    scores = [r for r in sharded if r["rule"] == "entropy_score_part"]
     assert len(parts) == 3 * 2 * 2 * 4  # models x datasets x decodes x ceil(1000 / 300)
-    assert sum(r["gpu_hours"] for r in parts) == pytest.approx(sum(r["gpu_hours"] for r in rows
-                                                                   if r["rule"] == "entropy_sample"))
-    assert cost.largest(sharded)["gpu_hours"] == pytest.approx(big["gpu_hours"] * 300 / 4000)
+    assert len(scores) == 3 * 2 * 4 and len(sharded) == len(parts) + len(scores)  # models x datasets x parts
+    # the parts add up to the per-model jobs: same tokens, same GPU-hours
+    assert sum(r["gpu_hours"] for r in sharded) == pytest.approx(sum(r["gpu_hours"] for r in rows))
+    assert sum(r["tokens"] for r in sharded) == sum(r["tokens"] for r in rows)
+    assert cost.largest(sharded)["gpu_hours"] == pytest.approx(sample_h * 300 / 4000)
     with pytest.raises(ValueError, match="model 'nameless'"):
         cost.nominal_params("nameless", {"models": {"nameless": {"id": "org/foo"}}})

@@ -1,4 +1,5 @@
-"""Adapter: select documents and build prompt token ids for one model, every entropy dataset (spec §3)."""
+"""Adapter of entropy_prompts (granularity: shard): select documents and build prompt token ids for one model,
+every entropy dataset (spec §3). Granularity model: entropy_model.py."""
 
 from pathlib import Path
 

@@ -1,4 +1,5 @@
-"""Adapter: sample every (dataset, decode) for one model, recording exact per-step entropies (spec §2)."""
+"""Adapter of entropy_sample_part (granularity: shard): sample one part of one (model, dataset, decode),
+recording exact per-step entropies (spec §2). Granularity model: entropy_model.py."""
 
 from pathlib import Path
 

@@ -1,4 +1,5 @@
-"""Adapter: teacher-forced log loss and entropy of the human continuations for one model (spec §2)."""
+"""Adapter of entropy_score_part (granularity: shard): teacher-forced log loss and entropy of one part of the
+human continuations of one (model, dataset), every decode (spec §2). Granularity model: entropy_model.py."""
 
 from pathlib import Path
 

@@ -44,7 +44,8 @@ def gpu_hours(flops_per_token: float, tokens: float, kind: str) -> float:
 
 
 def entropy_jobs(config: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per entropy_sample/entropy_score job (or per part job with granularity: shard):
+    """One row per entropy_sample job (granularity: model; it samples and scores, so its tokens and GPU-hours are
+    the sum of both) or per entropy_sample_part / entropy_score_part job (granularity: shard):
     rule, job, tokens, params, gpu_hours."""
     ent = config["entropy"]
     datasets, decodes = list(ent["datasets"]), list(ent["decodes"])
@@ -60,8 +61,11 @@ def entropy_jobs(config: dict[str, Any]) -> list[dict[str, Any]]:
                          "gpu_hours": gpu_hours(2 * n, tokens, kind)})
 
         if not shard:
-            add("entropy_sample", model, samples * seq * len(datasets) * len(decodes), "sample")
-            add("entropy_score", model, ent["n_samples"] * seq * len(datasets), "score")
+            sample_tokens = samples * seq * len(datasets) * len(decodes)
+            score_tokens = ent["n_samples"] * seq * len(datasets)
+            rows.append({"rule": "entropy_sample", "job": model, "tokens": sample_tokens + score_tokens, "params": n,
+                         "gpu_hours": gpu_hours(2 * n, sample_tokens, "sample")
+                         + gpu_hours(2 * n, score_tokens, "score")})
             continue
         size = ent["shard_samples"]
         for d in datasets:
