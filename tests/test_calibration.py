@@ -119,3 +119,17 @@ def test_bad_inputs_raise_with_argument_names():
         cal.brier_score([[0.5, 0.5]], [2])
     with pytest.raises(ValueError, match="gold"):
         cal.gold_nll([[0.5, 0.5]], [0.0])
+
+
+@pytest.mark.parametrize("binning", ["width", "mass"])
+def test_ece_draws_match_the_per_draw_loop(binning):
+    rng = np.random.default_rng(3)
+    conf = np.concatenate([rng.uniform(0.25, 1.0, 57), [1.0, 0.25, 0.5]])  # edges: 1.0 closes the last bin
+    correct = rng.uniform(size=conf.size) < conf
+    idx = rng.integers(0, conf.size, size=(40, conf.size))
+    got = cal.ece_draws(conf, correct, idx, n_bins=7, binning=binning)
+    want = [cal.expected_calibration_error(conf[i], correct[i], n_bins=7, binning=binning) for i in idx]
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
+    assert got.shape == (40,) and np.ptp(got) > 0  # draws differ, so a broadcast of one value would fail
+    with pytest.raises(ValueError, match="idx"):
+        cal.ece_draws(conf, correct, idx[0], n_bins=7)

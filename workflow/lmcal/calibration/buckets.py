@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from lmcal.calibration.metrics import expected_calibration_error
+from lmcal.calibration.metrics import ece_draws, expected_calibration_error
 
 
 def bucket_table(scored: pd.DataFrame, buckets: pd.DataFrame, *, order: Sequence[str], n_bins: int = 10,
@@ -45,7 +45,7 @@ def bucket_table(scored: pd.DataFrame, buckets: pd.DataFrame, *, order: Sequence
                "ece": expected_calibration_error(conf, correct, n_bins, binning)}
         idx = rng.integers(0, len(g), size=(n_boot, len(g)))
         draws = {"accuracy": correct[idx].mean(axis=1), "confidence": conf[idx].mean(axis=1),
-                 "ece": np.array([expected_calibration_error(conf[i], correct[i], n_bins, binning) for i in idx])}
+                 "ece": ece_draws(conf, correct, idx, n_bins, binning)}
         for k, d in draws.items():
             row[f"{k}_lo"], row[f"{k}_hi"] = (float(v) for v in np.quantile(d, q))
         rows.append(row)

@@ -143,6 +143,26 @@ def expected_calibration_error(
     return float(np.sum(weight * np.abs(gap)))
 
 
+def ece_draws(conf: np.ndarray, correct: np.ndarray, idx: np.ndarray, n_bins: int = 10,
+              binning: str = "width") -> np.ndarray:
+    """``expected_calibration_error(conf[i], correct[i])`` for every row ``i`` of ``idx`` (bootstrap draws).
+
+    With equal-width bins an item's bin does not depend on the draw, so all draws are one ``bincount``:
+    ECE = sum_m |sum_B(correct) - sum_B(conf)| / n. Equal-mass bins are re-cut per draw (a loop).
+    """
+    conf, correct = _check_conf(conf, correct)
+    idx = np.asarray(idx, dtype=np.int64)
+    if idx.ndim != 2 or idx.shape[1] == 0:
+        raise ValueError(f"idx: expected a (draws, items) array of indices, got shape {idx.shape}")
+    if binning != "width":
+        return np.array([expected_calibration_error(conf[i], correct[i], n_bins, binning) for i in idx])
+    bins = assign_bins(conf, n_bins, binning)[idx] + n_bins * np.arange(len(idx))[:, None]
+    size = len(idx) * n_bins
+    gap = (np.bincount(bins.ravel(), weights=correct[idx].ravel(), minlength=size)
+           - np.bincount(bins.ravel(), weights=conf[idx].ravel(), minlength=size))
+    return np.abs(gap.reshape(len(idx), n_bins)).sum(axis=1) / idx.shape[1]
+
+
 def rms_calibration_error(
     conf: np.ndarray, correct: np.ndarray, n_bins: int = 10, binning: str = "width"
 ) -> float:

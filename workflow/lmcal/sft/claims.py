@@ -21,6 +21,7 @@ N_BOOT, CI = 1000, 0.95
 def paired_ece_draws(a: pd.DataFrame, b: pd.DataFrame, n_bins: int, binning: str, *, n_boot: int = N_BOOT,
                      seed: int = 0) -> tuple[float, np.ndarray]:
     """ECE(a) − ECE(b) on the items both score (joined on item_id), and ``n_boot`` item-bootstrap draws of it."""
+    from lmcal.calibration.metrics import ece_draws
     from lmcal.calibration.metrics import expected_calibration_error as ece
 
     j = a[["item_id", "conf", "correct"]].merge(b[["item_id", "conf", "correct"]], on="item_id", suffixes=("_a", "_b"))
@@ -30,7 +31,7 @@ def paired_ece_draws(a: pd.DataFrame, b: pd.DataFrame, n_bins: int, binning: str
     cb, kb = j["conf_b"].to_numpy(float), j["correct_b"].to_numpy(bool)
     point = ece(ca, ka, n_bins, binning) - ece(cb, kb, n_bins, binning)
     idx = np.random.default_rng(seed).integers(0, len(j), size=(n_boot, len(j)))
-    draws = np.array([ece(ca[i], ka[i], n_bins, binning) - ece(cb[i], kb[i], n_bins, binning) for i in idx])
+    draws = ece_draws(ca, ka, idx, n_bins, binning) - ece_draws(cb, kb, idx, n_bins, binning)
     return float(point), draws
 
 
