@@ -108,7 +108,7 @@ def test_old_spelling_in_an_omitted_section_or_a_paper_config_is_caught_too():
 
 def test_new_spellings_validate_and_keep_the_default_values():
     c = config.validate_config(default())
-    assert c["ladder"]["train"] == {"seq_len": 128, "batch_size": 32, "steps": 320, "lr": 0.006,
+    assert c["ladder"]["train"] == {"seq_len": 128, "batch_size": 32, "steps": 400, "lr": 0.006,
                                     "warmup_steps": 30, "eval_tokens": 65536}
     assert c["emergence"]["sizes"]["h24"] == {"hidden": 24, "layers": 2, "heads": 3}
     assert c["emergence"]["evaluate"] == {"threads": 1, "batch_size": 128}
