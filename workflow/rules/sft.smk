@@ -56,7 +56,7 @@ rule sft_train:
         figures=[
             report(
                 f"results/calibration/model~{{base}}--sft-{{tag}}/eval~{evalset}/reliability.png",
-                caption="../report/calibration_reliability_run.rst",
+                caption="../report/calibration_reliability_sft.rst",
                 category="Calibration",
                 subcategory="Per model and set",
                 labels={"model": "{base}--sft-{tag}", "evalset": evalset},
