@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from lmcal.core import io
+from lmcal.models import gguf_fixes
 
 MODEL_INFO = "model_info.json"
 WEIGHTS_FILE = "model.safetensors"  # one file per model dir, so rules can declare the weights as an output
@@ -139,11 +140,30 @@ def fetch_model(spec: dict[str, Any], dtype: torch.dtype = torch.float32):
         model = AutoModelForCausalLM.from_pretrained(spec["path"], dtype=dtype, trust_remote_code=trust)
         return model, tok, str(spec["path"]), spec.get("revision")
     if source == "gguf":
+        revision = spec.get("revision") or _package_version(spec.get("package"))
+        if spec.get("assemble"):
+            # the file ships in chunk packages: join it in a scratch directory that goes once it is loaded
+            import tempfile
+
+            with tempfile.TemporaryDirectory(prefix="lmcal-gguf-") as tmp:
+                path = gguf_fixes.assemble_package_file(spec["package"], spec["file"], tmp)
+                model, tok = _load_gguf(path, dtype)
+            return model, tok, f"{spec['package']}:{spec['file']}", revision
         path = Path(spec["path"]) if spec.get("path") else gguf_location(spec["package"], spec["file"])
-        tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-        model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype)
-        return model, tok, str(path), spec.get("revision") or _package_version(spec.get("package"))
+        model, tok = _load_gguf(path, dtype)
+        return model, tok, str(path), revision
     raise ValueError(f"models: source must be one of {SOURCES}, got {source!r}")
+
+
+def _load_gguf(path: Path, dtype: torch.dtype):
+    """(model, tokenizer) from a GGUF file; the tokenizer is lmcal's repaired one where transformers' is wrong."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = gguf_fixes.fixed_tokenizer(path)
+    if tok is None:
+        tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=dtype)
+    return model, tok
 
 
 def _hub_unreachable(exc: BaseException) -> bool:
@@ -229,7 +249,9 @@ def save_model_dir(model, tokenizer, info: ModelInfo, out_dir: str | os.PathLike
 def cache_model(spec: dict[str, Any], name: str, out_dir: str | os.PathLike) -> ModelInfo:
     """Fetch a model as ``spec`` says and store it as a plain fp32 safetensors directory."""
     model, tok, origin, revision = fetch_model(spec)
-    info = describe(model, tok, name=name, source=spec["source"], origin=origin, revision=revision)
+    fix = tok.init_kwargs.get(gguf_fixes.FIX_KEY)
+    info = describe(model, tok, name=name, source=spec["source"], origin=origin, revision=revision,
+                    extra={gguf_fixes.FIX_KEY: fix} if fix else None)
     return save_model_dir(model, tok, info, out_dir)
 
 
