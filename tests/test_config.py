@@ -131,7 +131,8 @@ def test_final_targets_follow_studies():
 def test_default_and_paper_configs_pass_the_reference_checks_with_model_granularity_by_default():
     c = config.validate_config(default())
     assert c["entropy"]["granularity"] == "model" and c["entropy"]["shard_samples"] is None
-    overlays = sorted((REPO / "config" / "paper").glob("*.yaml")) + [REPO / "config" / "calibrate_offline.yaml"]
+    overlays = sorted((REPO / "config" / "paper").glob("*.yaml")) + [REPO / "config" / n for n in
+                                                                   ("calibrate_offline.yaml", "gemma_sft.yaml")]
     for path in overlays:  # merged over the default, as snakemake does
         merged = copy.deepcopy(default())
         stack = [(merged, yaml.safe_load(path.read_text()))]
@@ -145,3 +146,19 @@ def test_default_and_paper_configs_pass_the_reference_checks_with_model_granular
         config.validate_config(merged)
     paper = yaml.safe_load((REPO / "config/paper/entropy.yaml").read_text())["entropy"]
     assert paper["granularity"] == "shard" and paper["shard_samples"] % paper["batch_size"] == 0
+
+
+def test_an_overlay_drops_default_entries_set_to_null():
+    from snakemake.utils import update_config
+
+    merged = default()
+    update_config(merged, yaml.safe_load((REPO / "config" / "gemma_sft.yaml").read_text()))  # as --configfile does
+    c = config.validate_config(merged)
+    assert set(c["calibration"]["evalsets"]) == {"countries", "countries_letter"}
+    assert set(c["sft"]["instruction_data"]) == {"countries"}
+    assert c["models"]["gemma3-270m"]["assemble"] is True and "smollm2" in c["models"]  # untouched entries stay
+    # only the named maps: a null elsewhere is still a schema error naming the key
+    bad = default()
+    bad["ladder"]["train"] = None
+    with pytest.raises(config.ConfigError, match="ladder.train"):
+        config.validate_config(bad)

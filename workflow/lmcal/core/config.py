@@ -100,8 +100,25 @@ def check_renamed_keys(config: dict[str, Any], renamed: dict[str, str] = RENAMED
             raise ConfigError(f"config key {'.'.join(path)} was renamed: use {'.'.join(concrete)}")
 
 
+# Name -> spec maps where an overlay config may remove an entry of the default by setting it to null: Snakemake
+# merges --configfile over config/config.yaml key by key, so an overlay could otherwise only add entries.
+REMOVABLE_MAPS = ("models", "datasets", "calibration.evalsets", "sft.instruction_data")
+
+
+def drop_removed_entries(config: dict[str, Any], maps: Iterable[str] = REMOVABLE_MAPS) -> None:
+    """Delete the entries set to null in the name -> spec maps ``maps`` (in place)."""
+    for dotted in maps:
+        node = _get(config, dotted)
+        if isinstance(node, dict):
+            for name in [k for k, v in node.items() if v is None]:
+                del node[name]
+
+
 def validate_config(config: dict[str, Any], schema: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Validate ``config`` in place (filling defaults) and return it; raise ConfigError naming the key."""
+    """Validate ``config`` in place (filling defaults) and return it; raise ConfigError naming the key.
+
+    Entries of ``REMOVABLE_MAPS`` set to null are removed first (an overlay config's way to drop a default one)."""
+    drop_removed_entries(config)
     check_renamed_keys(config)  # before the schema, so an old config names its new key, not "unknown key"
     schema = schema or load_schema()
     validator = DefaultFillingValidator(schema)
