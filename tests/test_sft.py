@@ -150,6 +150,17 @@ def test_logit_gap_stats_on_known_logits():
     assert stats == {"gap_mean": 4.0, "gap_max": 3.0, "n_tokens": 1}
 
 
+def test_logit_gap_stats_do_not_depend_on_how_many_rows_run_at_once():
+    model = tiny_llama(seed=3)
+    batch = collate(random_examples(7, seed=4), pad_id=0)
+    whole = sft.logit_gap_stats(model, batch, rows=7)
+    for rows in (1, 3):
+        part = sft.logit_gap_stats(model, batch, rows=rows)
+        assert part["n_tokens"] == whole["n_tokens"] > 7
+        assert part["gap_mean"] == pytest.approx(whole["gap_mean"], abs=1e-5)
+        assert part["gap_max"] == pytest.approx(whole["gap_max"], abs=1e-5)
+
+
 def test_lr_schedule_and_step_count():
     cfg = sft.SFTConfig(epochs=2, batch_size=4, grad_accum=2, warmup_ratio=0.25)
     assert sft.total_steps(17, cfg) == 6  # ceil(17 / 8) = 3 steps per epoch

@@ -160,26 +160,30 @@ def response_loss(model, batch: dict[str, torch.Tensor], cfg: SFTConfig) -> tupl
 
 
 @torch.no_grad()
-def logit_gap_stats(model, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+def logit_gap_stats(model, batch: dict[str, torch.Tensor], rows: int = 4) -> dict[str, float]:
     """Realised target-vs-rest logit gaps on response tokens (logit units, comparable with Δ*).
 
     ``gap_mean``: mean over tokens of z_y - mean_{j≠y} z_j (the quantity LS drives to Δ*);
     ``gap_max``: mean of z_y - max_{j≠y} z_j (negative when the target is not the argmax).
+    ``rows`` sequences run at a time: a 32-sequence probe's logits at V = 262k would take GBs at once.
     """
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    logits = model(input_ids=batch["input_ids"].to(device),
-                   attention_mask=batch["attention_mask"].to(device)).logits[:, :-1].float()
+    mean_gaps, max_gaps = [], []
+    for a in range(0, batch["input_ids"].shape[0], rows):
+        logits = model(input_ids=batch["input_ids"][a:a + rows].to(device),
+                       attention_mask=batch["attention_mask"][a:a + rows].to(device)).logits[:, :-1]
+        labels = batch["labels"][a:a + rows, 1:].to(device)
+        keep = labels != IGNORE_INDEX
+        z, y = logits[keep].float(), labels[keep]
+        del logits
+        zy = z.gather(1, y[:, None]).squeeze(1)
+        mean_gaps.append(zy - (z.sum(1) - zy) / (z.shape[1] - 1))
+        max_gaps.append(zy - z.scatter(1, y[:, None], float("-inf")).max(1).values)
     model.train(was_training)
-    labels = batch["labels"][:, 1:].to(device)
-    keep = labels != IGNORE_INDEX
-    z, y = logits[keep], labels[keep]
-    zy = z.gather(1, y[:, None]).squeeze(1)
-    rest_mean = (z.sum(1) - zy) / (z.shape[1] - 1)
-    rest_max = z.scatter(1, y[:, None], float("-inf")).max(1).values
-    return {"gap_mean": float((zy - rest_mean).mean()), "gap_max": float((zy - rest_max).mean()),
-            "n_tokens": int(keep.sum())}
+    mean_gap, max_gap = torch.cat(mean_gaps), torch.cat(max_gaps)
+    return {"gap_mean": float(mean_gap.mean()), "gap_max": float(max_gap.mean()), "n_tokens": int(mean_gap.numel())}
 
 
 # ---------------------------------------------------------------------------------------------- schedule
