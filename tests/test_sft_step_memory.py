@@ -1,14 +1,14 @@
-"""lmcal.losses.sft_step: one SFT step per loss implementation, each in its own process."""
+"""lmcal.sft.step_memory: one SFT step per loss implementation, each in its own process."""
 
 import json
 
 import pytest
-from lmcal.losses import sft_step
+from lmcal.sft import step_memory
 
 
 def test_every_implementation_takes_the_same_step(tiny_model_dir, tmp_path):
-    out = tmp_path / "sft_step.json"
-    sft_step.main(["--model", str(tiny_model_dir), "--impls", "torch,chunked", "--batch", "2", "--length", "16",
+    out = tmp_path / "step_memory.json"
+    step_memory.main(["--model", str(tiny_model_dir), "--impls", "torch,chunked", "--batch", "2", "--length", "16",
                    "--threads", "1", "--out", str(out)])
     rows = {r["impl"]: r for r in json.loads(out.read_text())["rows"]}
     assert set(rows) == {"torch", "chunked"}

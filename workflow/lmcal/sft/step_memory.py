@@ -8,7 +8,7 @@ process. There a warm-up step first allocates the gradients and AdamW state; the
 ``step_peak_mb`` the same with the AdamW update, ``process_peak_mb`` the whole process's high-water mark
 (weights, AdamW state, warm-up included). ``step_s`` / ``step_cpu_s`` time one more step on its own.
 
-    python -m lmcal.losses.sft_step --model results/models/gemma3-270m --impls torch,chunked --out sft_step.json
+    python -m lmcal.sft.step_memory --model results/models/gemma3-270m --impls torch,chunked --out sft_step.json
 """
 
 from __future__ import annotations
@@ -67,12 +67,12 @@ def measure_isolated(args: argparse.Namespace, impl: str) -> dict:
     """``measure_step`` in a fresh process: each implementation's high-water mark is its own."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")])
-    cmd = [sys.executable, "-m", "lmcal.losses.sft_step", "--one", impl, "--model", args.model,
+    cmd = [sys.executable, "-m", "lmcal.sft.step_memory", "--one", impl, "--model", args.model,
            "--batch", str(args.batch), "--length", str(args.length), "--beta", str(args.beta),
            "--threads", str(args.threads)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
     if proc.returncode != 0:
-        raise RuntimeError(f"sft_step {impl}: {(proc.stderr.strip().splitlines() or ['?'])[-1][:300]}")
+        raise RuntimeError(f"step_memory {impl}: {(proc.stderr.strip().splitlines() or ['?'])[-1][:300]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
