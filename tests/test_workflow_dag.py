@@ -43,6 +43,20 @@ def test_paper_configs_plan_a_dag(tmp_path, study):
         assert "entropy_sample" not in counts
 
 
+def test_gemma_config_plans_only_its_sft_study(tmp_path):
+    """config/gemma_sft.yaml (the optional real-model SFT run) merged over the default plans one model cache, its
+    base scoring and one SFT job per beta; planning needs no Gemma package (only running cache_model does)."""
+    (tmp_path / "config").mkdir()
+    shutil.copy(REPO / "config" / "config.yaml", tmp_path / "config" / "config.yaml")
+    res = snakemake(tmp_path, "-n", "--cores", "2", "results/sft/summary.json",
+                    config=REPO / "config" / "gemma_sft.yaml", replace=False)
+    assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
+    counts = job_counts(res.stdout)
+    assert counts == {"build_evalset": 2, "cache_model": 1, "evaluate_calibration": 1, "sft_data": 1,
+                      "sft_train": 2, "sft_summary": 1}, counts
+    assert "results/models/gemma3-270m--sft-b0.1-lr5e-05-s0/model_info.json" in res.stdout
+
+
 def test_unknown_dataset_fails_fast_naming_the_key(tmp_path):
     bad = yaml.safe_load((REPO / "tests" / "config" / "tiny.yaml").read_text())
     bad["ladder"]["datasets"] = ["shakespeare", "wikitxt"]
