@@ -82,5 +82,5 @@ def test_rules_are_snakefmt_formatted():
 
     rules = sorted(str(p) for p in (REPO / "workflow" / "rules").glob("*.smk"))
     res = subprocess.run([sys.executable, "-m", "snakefmt", "--check", str(REPO / "Snakefile"), *rules],
-                         cwd=REPO, capture_output=True, text=True)
+                         check=False, cwd=REPO, capture_output=True, text=True)
     assert res.returncode == 0, (res.stdout + res.stderr)[-3000:]
