@@ -102,7 +102,8 @@ def _fwd_bwd(fn: LossFn, hidden, weight, targets) -> float:
     return value
 
 
-def _rss_mb(field: str) -> float:
+def rss_mb(field: str) -> float:
+    """The /proc/self/status memory field ``field`` (VmRSS, VmHWM, ...) in MiB."""
     with open("/proc/self/status") as f:
         for line in f:
             if line.startswith(field + ":"):
@@ -110,14 +111,14 @@ def _rss_mb(field: str) -> float:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
-def _cpu_peak_mb(run: Callable[[], float]) -> tuple[float, float]:
+def cpu_peak_mb(run: Callable[[], float]) -> tuple[float, float]:
     """(loss, peak RSS growth in MiB) of ``run()``; see the module docstring for the method."""
     gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except OSError:
         pass
-    base = _rss_mb("VmRSS")
+    base = rss_mb("VmRSS")
     try:
         with open("/proc/self/clear_refs", "w") as f:
             f.write("5")
@@ -127,7 +128,7 @@ def _cpu_peak_mb(run: Callable[[], float]) -> tuple[float, float]:
 
         def sample():
             while not stop.is_set():
-                peak[0] = max(peak[0], _rss_mb("VmRSS"))
+                peak[0] = max(peak[0], rss_mb("VmRSS"))
                 time.sleep(0.002)
 
         thread = threading.Thread(target=sample, daemon=True)
@@ -137,7 +138,7 @@ def _cpu_peak_mb(run: Callable[[], float]) -> tuple[float, float]:
         thread.join()
         return value, peak[0] - base
     value = run()
-    return value, _rss_mb("VmHWM") - base
+    return value, rss_mb("VmHWM") - base
 
 
 def measure_memory(method: str, d: int, v: int, n: int, dtype: str, device: str, label_smoothing: float,
@@ -148,7 +149,7 @@ def measure_memory(method: str, d: int, v: int, n: int, dtype: str, device: str,
     for _ in range(warmup):
         _fwd_bwd(fn, hidden, weight, targets)
     if device != "cuda":
-        loss, peak = _cpu_peak_mb(lambda: _fwd_bwd(fn, hidden, weight, targets))
+        loss, peak = cpu_peak_mb(lambda: _fwd_bwd(fn, hidden, weight, targets))
         return {"peak_mb": peak, "loss": loss}
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()

@@ -27,12 +27,6 @@ def _field(reader, key: str, default=None):
     return default if field is None else field.contents()
 
 
-def gguf_architecture(path: str | os.PathLike) -> str:
-    from gguf import GGUFReader
-
-    return str(_field(GGUFReader(str(path)), "general.architecture", ""))
-
-
 def fixed_tokenizer(path: str | os.PathLike):
     """The repaired tokenizer of a GGUF file, or None when transformers' own GGUF tokenizer is right for it."""
     from gguf import GGUFReader

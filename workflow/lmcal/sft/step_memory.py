@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from lmcal.losses.benchmark import _cpu_peak_mb, _rss_mb
+from lmcal.losses.benchmark import cpu_peak_mb, rss_mb
 
 
 def measure_step(model_dir: str, impl: str, batch: int, length: int, beta: float, seed: int = 0) -> dict:
@@ -50,14 +50,14 @@ def measure_step(model_dir: str, impl: str, batch: int, length: int, beta: float
         return value
 
     first = step()
-    _, loss_peak = _cpu_peak_mb(forward_backward)  # the loss and the model's backward only
+    _, loss_peak = cpu_peak_mb(forward_backward)  # the loss and the model's backward only
     opt.zero_grad(set_to_none=False)
-    second, step_peak = _cpu_peak_mb(step)  # ... plus the AdamW update
+    second, step_peak = cpu_peak_mb(step)  # ... plus the AdamW update
     t0, c0 = time.perf_counter(), time.process_time()
     step()  # timed on its own: the peak measurements trim the heap first, which costs page faults
     cpu_s = time.process_time() - c0  # CPU seconds: steadier than wall time on a shared machine
     return {"impl": impl, "batch": batch, "length": length, "label_smoothing": beta,
-            "fwd_bwd_peak_mb": loss_peak, "step_peak_mb": step_peak, "process_peak_mb": _rss_mb("VmHWM"),
+            "fwd_bwd_peak_mb": loss_peak, "step_peak_mb": step_peak, "process_peak_mb": rss_mb("VmHWM"),
             "step_s": time.perf_counter() - t0, "step_cpu_s": cpu_s, "loss_first": first, "loss_second": second,
             "vocab_size": int(model.config.vocab_size), "hidden_size": int(model.config.hidden_size),
             "threads": torch.get_num_threads()}
